@@ -1,0 +1,134 @@
+"""Language-model batches with fastai LMDataLoader semantics, split across input pipelines.
+
+One epoch of a split is one token stream: shards in a seeded order, documents shuffled inside
+each shard (BOS/EOS already delimit them). Pipeline p of P (a replica or host, from the
+`tf.distribute.InputContext`) owns the contiguous range [p*L, (p+1)*L) of that stream, L = T // P,
+and reads only the shards that overlap it. Its range is cut into `batch_size` contiguous rows,
+and batch k is columns [k*bptt, (k+1)*bptt) of every row, so row i of batch k+1 continues row i
+of batch k: the trainer carries the LSTM state across batches. Every pipeline yields the same
+number of batches; remainders are dropped so shapes are static.
+
+Each pipeline holds its rows in memory (4 bytes a token), as fastai holds the whole corpus.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.manifest import Manifest, check_shard_sizes, load_manifest
+from data_pipeline.shards import parse_ids
+from data_pipeline.sources import CorpusError
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """What pipeline `pipeline` of `num_pipelines` reads in one epoch of a split."""
+    files: list          # shard paths overlapping this pipeline's range, in stream order
+    records: list        # documents in each of those shards
+    shuffle_seeds: list  # per-shard document-shuffle seed (a pair of int32)
+    offset: int          # position of the range's first token in the first file's tokens
+    rows: int            # batch_size
+    row_length: int      # tokens per row (R); a row spans R + 1 tokens: targets overlap by one
+    starts: np.ndarray   # start column of each batch within the rows
+    lengths: np.ndarray  # columns of each batch (all bptt unless variable_bptt)
+
+
+def _batch_spans(row_length, bptt, variable_bptt, rng):
+    if not variable_bptt:
+        count = row_length // bptt
+        return np.arange(count) * bptt, np.full(count, bptt)
+    # AWD-LSTM: mostly around bptt, sometimes around bptt/2, never below 5 tokens.
+    starts, lengths, position = [], [], 0
+    while True:
+        mean = bptt if rng.random() < 0.95 else bptt / 2
+        length = max(5, int(rng.normal(mean, 5)))
+        if position + length > row_length:
+            break
+        starts.append(position)
+        lengths.append(length)
+        position += length
+    return np.array(starts, np.int64), np.array(lengths, np.int64)
+
+
+def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, num_pipelines=1,
+               pipeline=0, seed=0, epoch=0, shuffle=True, variable_bptt=False) -> EpochPlan:
+    shards = manifest.split(split).shards
+    check_shard_sizes(manifest, shards)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(shards)) if shuffle else np.arange(len(shards))
+    shard_seeds = rng.integers(2**31 - 1, size=(len(shards), 2))
+    total = sum(s.tokens for s in shards)
+    per_pipeline = total // num_pipelines
+    row_length = (per_pipeline - 1) // batch_size
+    starts, lengths = _batch_spans(row_length, bptt, variable_bptt, rng)
+    if len(starts) == 0:
+        raise CorpusError(
+            f"{manifest.path}: split {split!r} has {total:,} tokens, too few for "
+            f"{num_pipelines} pipeline(s) x batch {batch_size} x bptt {bptt} (one batch needs "
+            f"{num_pipelines * (batch_size * bptt + 1):,}). Lower batch_size or bptt, or add text.")
+    begin, end = pipeline * per_pipeline, pipeline * per_pipeline + batch_size * row_length + 1
+    files, records, seeds, offset, position = [], [], [], 0, 0
+    for index in order:
+        shard = shards[index]
+        if position < end and position + shard.tokens > begin:
+            if not files:
+                offset = begin - position
+            files.append(manifest.shard_path(shard))
+            records.append(shard.records)
+            seeds.append(shard_seeds[index])
+        position += shard.tokens
+    return EpochPlan(files, records, seeds, offset, batch_size, row_length, starts, lengths)
+
+
+def _shard_tokens(path, records, seed, shuffle):
+    """All of a shard's tokens as one vector, documents in a seeded order."""
+    documents = tf.data.TFRecordDataset(path).map(parse_ids).ragged_batch(records)
+    def flatten(docs):
+        if shuffle:
+            order = tf.argsort(tf.random.stateless_uniform([records], seed=seed))
+            docs = tf.gather(docs, order)
+        return docs.flat_values
+    return documents.map(flatten)
+
+
+def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=None, *,
+               seed: int = 0, epoch: int = 0, shuffle: bool = True,
+               variable_bptt: bool = False) -> tf.data.Dataset:
+    """`(inputs, targets)` int32 batches of shape [batch_size, bptt] for one epoch of `split`.
+
+    `manifest` is a data directory, its manifest.json, or a loaded `Manifest`. `batch_size` is
+    the rows this pipeline yields. `variable_bptt` draws AWD-LSTM's random sequence lengths
+    (same lengths on every pipeline); leave it off where static shapes are needed (XLA, TPU).
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    plan = plan_epoch(
+        manifest, split, batch_size, bptt, seed=seed, epoch=epoch, shuffle=shuffle,
+        variable_bptt=variable_bptt,
+        num_pipelines=input_context.num_input_pipelines if input_context else 1,
+        pipeline=input_context.input_pipeline_id if input_context else 0)
+    needed = plan.rows * plan.row_length + 1
+    files = tf.data.Dataset.from_tensor_slices(
+        (plan.files, tf.constant(plan.records, tf.int64), tf.constant(plan.shuffle_seeds, tf.int64)))
+    tokens = files.interleave(
+        lambda path, records, shard_seed: _shard_tokens(path, records, shard_seed, shuffle),
+        cycle_length=min(len(plan.files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+
+    def to_rows(per_shard):
+        stream = per_shard.flat_values[plan.offset:plan.offset + needed]
+        index = (tf.range(plan.rows)[:, None] * plan.row_length
+                 + tf.range(plan.row_length + 1)[None, :])
+        return tf.gather(stream, index)  # [rows, R + 1]
+
+    def batches(rows):
+        spans = tf.data.Dataset.from_tensor_slices((plan.starts, plan.lengths))
+        return spans.map(lambda start, length: (rows[:, start:start + length],
+                                                rows[:, start + 1:start + 1 + length]))
+
+    dataset = tokens.ragged_batch(len(plan.files)).map(to_rows).flat_map(batches)
+    if not variable_bptt:
+        shape = [plan.rows, bptt]
+        dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)))
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(plan.starts))).prefetch(
+        tf.data.AUTOTUNE)

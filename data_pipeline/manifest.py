@@ -1,0 +1,124 @@
+"""`manifest.json`: what a data directory holds. Written last, so its presence means complete.
+
+Paths inside are relative to the manifest's directory, so a data directory can be copied or
+moved to gs:// as a whole.
+"""
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from data_pipeline.atomic_files import sha256_of, write_atomically
+from data_pipeline.sources import CorpusError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    records: int     # documents
+    tokens: int      # ids, BOS and EOS included
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    documents: int
+    tokens: int
+    shards: tuple[ShardInfo, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    directory: str
+    source: str
+    spm_model: str
+    spm_sha256: str
+    vocab_size: int
+    special_ids: dict
+    splits: dict            # split name -> SplitInfo
+    build_settings: dict    # the settings the directory was built with; a rerun compares them
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, MANIFEST_NAME)
+
+    @property
+    def spm_model_path(self) -> str:
+        return os.path.join(self.directory, self.spm_model)
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            raise CorpusError(f"{self.path}: no split {name!r}; it has {sorted(self.splits)}.")
+        return self.splits[name]
+
+    def shard_path(self, shard: ShardInfo) -> str:
+        return os.path.join(self.directory, shard.file)
+
+    def to_json(self) -> str:
+        fields = dataclasses.asdict(self)
+        del fields["directory"]
+        return json.dumps({"format_version": FORMAT_VERSION, **fields}, indent=2)
+
+    def save(self) -> None:
+        write_atomically(self.path, self.to_json())
+
+
+def load_manifest(path: str, check_spm: bool = True) -> Manifest:
+    """Loads `path` (a data directory or its manifest.json).
+
+    With `check_spm`, the SentencePiece model must be the one the shards were encoded with.
+    """
+    if not path.endswith(".json"):
+        path = os.path.join(path, MANIFEST_NAME)
+    if not tf.io.gfile.exists(path):
+        raise CorpusError(f"{path}: no manifest. Build the data directory first: "
+                          "python -m data_pipeline.build --input=... --output_dir=DIR")
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            fields = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{path}: not valid JSON ({e}). Rebuild the data directory.") from e
+    if fields.pop("format_version", None) != FORMAT_VERSION:
+        raise CorpusError(f"{path}: field format_version is not {FORMAT_VERSION}; rebuild the "
+                          "data directory with this version of data_pipeline.build.")
+    fields["splits"] = {
+        name: SplitInfo(s["documents"], s["tokens"], tuple(ShardInfo(**x) for x in s["shards"]))
+        for name, s in fields["splits"].items()}
+    manifest = Manifest(directory=os.path.dirname(path), **fields)
+    if check_spm:
+        actual = sha256_of(manifest.spm_model_path)
+        if actual != manifest.spm_sha256:
+            raise CorpusError(
+                f"{manifest.spm_model_path} does not match {path} (field spm_sha256: manifest "
+                f"{manifest.spm_sha256[:12]}..., file {actual[:12]}...). The shards were encoded "
+                "with another SentencePiece model: restore that model or rebuild the directory.")
+    return manifest
+
+
+def check_shard_sizes(manifest: Manifest, shards) -> None:
+    """Cheap check (one stat per file) that catches missing and truncated shards."""
+    for shard in shards:
+        path = manifest.shard_path(shard)
+        if not tf.io.gfile.exists(path):
+            raise CorpusError(f"{path}: listed in {manifest.path} but missing. Rebuild with "
+                              "python -m data_pipeline.build (it redoes only missing shards).")
+        size = tf.io.gfile.stat(path).length
+        if size != shard.bytes:
+            raise CorpusError(f"{path}: {size} bytes, {manifest.path} says {shard.bytes} "
+                              "(truncated or replaced). Delete it and rerun data_pipeline.build.")
+
+
+def verify_shards(manifest: Manifest) -> None:
+    """Full check: every shard's size and sha256 against the manifest."""
+    for split in manifest.splits.values():
+        check_shard_sizes(manifest, split.shards)
+        for shard in split.shards:
+            path = manifest.shard_path(shard)
+            if sha256_of(path) != shard.sha256:
+                raise CorpusError(f"{path}: sha256 differs from {manifest.path} (corrupt). "
+                                  "Delete it and rerun data_pipeline.build.")

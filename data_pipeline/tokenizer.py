@@ -1,0 +1,69 @@
+"""SentencePiece training and encoding with the id convention of published TF ULMFiT models."""
+import io
+import os
+from typing import Iterable, Iterator
+
+import sentencepiece as spm
+
+from data_pipeline.atomic_files import write_atomically
+from data_pipeline.sources import CorpusError
+
+SPECIAL_IDS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
+MODEL_TYPES = ("unigram", "bpe")
+
+
+def _training_sentences(documents: Iterable[str], failure: list) -> Iterator[str]:
+    # SentencePiece turns an exception raised by its input iterator into a RuntimeError that
+    # loses the type; keep the original so the caller sees e.g. which file is not UTF-8.
+    try:
+        for text in documents:
+            for line in text.splitlines():
+                if line.strip():
+                    yield line
+    except Exception as e:
+        failure.append(e)
+        raise
+
+
+def train_sentencepiece(documents: Iterable[str], model_path: str, vocab_size: int,
+                        model_type: str = "unigram", character_coverage: float = 1.0) -> None:
+    """Trains on every line of `documents` and writes the model atomically to `model_path`."""
+    if model_type not in MODEL_TYPES:
+        raise CorpusError(f"--model_type={model_type!r} is not one of {MODEL_TYPES}.")
+    failure, model = [], io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_training_sentences(documents, failure), model_writer=model,
+            vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+            unk_id=SPECIAL_IDS["unk"], pad_id=SPECIAL_IDS["pad"], bos_id=SPECIAL_IDS["bos"],
+            eos_id=SPECIAL_IDS["eos"], num_threads=os.cpu_count() or 1,
+            # A sample of 10M lines is plenty for the vocabulary and bounds memory on big corpora.
+            input_sentence_size=10_000_000, shuffle_input_sentence=True, minloglevel=2)
+    except RuntimeError as e:
+        if failure:
+            raise failure[0] from None
+        message = str(e)
+        if "Vocabulary size too high" in message:
+            raise CorpusError(f"--vocab_size={vocab_size} is too large for this corpus: "
+                              f"{message[message.index('Vocabulary size'):]}") from None
+        raise
+    write_atomically(model_path, model.getvalue())
+
+
+def load_sentencepiece(model_path: str) -> spm.SentencePieceProcessor:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gfile, so gs:// works)
+    with tf.io.gfile.GFile(model_path, "rb") as f:
+        processor = spm.SentencePieceProcessor(model_proto=f.read())
+    for name, expected in SPECIAL_IDS.items():
+        actual = getattr(processor, f"{name}_id")()
+        if actual != expected:
+            raise CorpusError(f"{model_path}: SentencePiece {name} id is {actual}, this project "
+                              f"needs {expected} (unk=0, pad=1, bos=2, eos=3). Retrain it with "
+                              "python -m data_pipeline.build.")
+    return processor
+
+
+def encode_documents(processor: spm.SentencePieceProcessor, texts: list[str]) -> list[list[int]]:
+    """Ids of each document with BOS/EOS added, encoded on all cores."""
+    return processor.encode(texts, out_type=int, add_bos=True, add_eos=True,
+                            num_threads=os.cpu_count() or 1)
