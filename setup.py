@@ -6,7 +6,8 @@ setup(
     version="0.1.0",
     description="AWD-LSTM / ULMFiT language models on TensorFlow 2: pretraining at scale, "
     "fine-tuning for classification and sequence tagging.",
-    packages=find_packages(include=["trainer", "trainer.*", "data_pipeline", "data_pipeline.*"]),
+    packages=find_packages(include=["trainer", "trainer.*", "data_pipeline", "data_pipeline.*",
+                                    "gin_configs"]),
     package_data={"": ["*.gin"]},
     python_requires=">=3.10,<3.14",
     install_requires=[
@@ -18,6 +19,7 @@ setup(
         "gin-config==0.5.0",
         "absl-py>=2.1",
         "tqdm>=4.66",
+        "tensorboard>=2.20,<2.22",  # tf.summary writes events only when it is installed
         "numpy>=1.26,<2.5",
     ],
     extras_require={

@@ -1,0 +1,37 @@
+"""python -m trainer.main --gin_file=gin_configs/smoke.gin [--gin_param=...] --model_dir=DIR"""
+import json
+import os
+import sys
+
+from absl import app, flags
+import gin
+
+from data_pipeline.sources import CorpusError
+from trainer import lm_training
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
+flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required.")
+    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
+    try:
+        metrics = lm_training.train_lm(FLAGS.model_dir)
+    except (CorpusError, lm_training.NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    with open(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
+        f.write(gin.operative_config_str())
+    print(json.dumps(metrics, indent=2))
+    if "valid_perplexity" in metrics:
+        ratio = metrics["valid_perplexity"] / metrics["valid_unigram_perplexity"]
+        print(f"valid perplexity {metrics['valid_perplexity']:.1f} vs unigram "
+              f"{metrics['valid_unigram_perplexity']:.1f} (ratio {ratio:.3f})")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,54 @@
+"""AWD-LSTM language model: the encoder, output dropout and a decoder tied to the embedding.
+
+Also the AR/TAR activation regularizers, which fastai adds to the loss (RNNRegularizer).
+"""
+import keras
+import tensorflow as tf
+
+from trainer.models.awd_lstm import AWDLSTMEncoder, sub_seed
+from trainer.models.dropouts import LockedDropout
+
+_OUTPUT_SEED = 300
+
+
+class AWDLSTMLanguageModel(keras.Model):
+    """`call(ids, states, training, seed)` -> (logits, new_states, raw_output, dropped_output).
+
+    Defaults are fastai's `awd_lstm_lm_config`: the decoder's weight IS the embedding matrix
+    (tied), with its own bias.
+    """
+
+    def __init__(self, vocab_size, output_p=0.1, **encoder_kwargs):
+        super().__init__()
+        self.encoder = AWDLSTMEncoder(vocab_size, name="encoder", **encoder_kwargs)
+        self.output_dropout = LockedDropout(output_p, name="output_dropout")
+        self.output_p = output_p
+
+    def build(self, input_shape):
+        self.encoder.build(input_shape)
+        self.decoder_bias = self.add_weight(
+            shape=(self.encoder.embedding.input_dim,), initializer="zeros", name="decoder_bias")
+
+    def call(self, ids, states=None, training=False, seed=None):
+        if training and seed is None:
+            seed = tf.cast(self.encoder.seed_generator.next(), tf.int32)
+        raw, new_states = self.encoder(ids, states, training=training, seed=seed)
+        dropped = self.output_dropout(
+            raw, training=training, seed=sub_seed(seed, _OUTPUT_SEED) if training else None)
+        logits = tf.einsum("bte,ve->btv", dropped, self.encoder.embedding.embeddings)
+        return logits + self.decoder_bias, new_states, raw, dropped
+
+    def get_config(self):
+        return {"vocab_size": self.encoder.embedding.input_dim, "output_p": self.output_p,
+                **{k: v for k, v in self.encoder.config.items() if k != "vocab_size"}}
+
+
+def activation_regularization(raw_output, dropped_output, alpha=2.0, beta=1.0):
+    """AR: alpha * mean(dropped^2), TAR: beta * mean((raw_t - raw_{t-1})^2), as fastai."""
+    loss = 0.0
+    if alpha:
+        loss += alpha * tf.reduce_mean(tf.square(tf.cast(dropped_output, tf.float32)))
+    if beta:
+        diff = raw_output[:, 1:] - raw_output[:, :-1]
+        loss += beta * tf.reduce_mean(tf.square(tf.cast(diff, tf.float32)))
+    return loss

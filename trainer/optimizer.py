@@ -1,0 +1,54 @@
+"""fastai's Adam as a Keras optimizer, so ULMFiT trains as it does in fastai.
+
+It differs from keras.optimizers.AdamW where fastai does: beta_1 (fastai's "mom") may follow a
+schedule (one-cycle cycles it 0.8 -> 0.7 -> 0.8), the bias correction uses the current beta_1,
+and epsilon is added to the *debiased* root of the second moment (eps=1e-5). Weight decay is
+decoupled (p -= lr * wd * p before the step) as fastai's true_wd; biases are excluded by the
+caller, as fastai's wd_bn_bias=False does.
+"""
+import keras
+from keras import ops
+
+
+class FastaiAdam(keras.optimizers.Optimizer):
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-5,
+                 weight_decay=0.01, name="fastai_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name,
+                         **kwargs)
+        self.beta_1 = beta_1  # a float, or a callable of the step (a schedule)
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._grad_averages = [self.add_variable_from_reference(v, "grad_avg") for v in var_list]
+        self._square_averages = [self.add_variable_from_reference(v, "sqr_avg") for v in var_list]
+
+    def current_beta_1(self):
+        return self.beta_1(self.iterations) if callable(self.beta_1) else self.beta_1
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        mom = ops.cast(self.current_beta_1(), dtype)
+        sqr_mom = ops.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        grad_avg, sqr_avg = self._grad_averages[index], self._square_averages[index]
+        self.assign(grad_avg, mom * grad_avg + (1 - mom) * gradient)
+        self.assign(sqr_avg, sqr_mom * sqr_avg + (1 - sqr_mom) * ops.square(gradient))
+        debias1 = 1 - ops.power(mom, step)
+        debias2 = 1 - ops.power(sqr_mom, step)
+        self.assign_sub(variable, lr / debias1 * grad_avg
+                        / (ops.sqrt(sqr_avg / debias2) + self.epsilon))
+
+    def get_config(self):
+        beta_1 = self.beta_1
+        if callable(beta_1):
+            beta_1 = keras.saving.serialize_keras_object(beta_1)
+        return {**super().get_config(), "beta_1": beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}

@@ -1,0 +1,45 @@
+"""fastai's one-cycle policy as Keras schedules (learning rate and Adam's beta_1)."""
+import math
+
+import gin
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable("ulmfit")
+class CombinedCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine from `start` to `middle` over the first `pct_start` of `total_steps`, then to `end`.
+
+    fastai's combined_cos: the position is step / total_steps, read before each step.
+    """
+
+    def __init__(self, total_steps, pct_start, start, middle, end):
+        self.total_steps, self.pct_start = total_steps, pct_start
+        self.start, self.middle, self.end = start, middle, end
+
+    @staticmethod
+    def _anneal(start, end, pos):
+        return start + (1 + tf.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+    def __call__(self, step):
+        # float64: in float32 the tail (max_lr / 1e5) would be lost to cancellation.
+        pos = tf.cast(step, tf.float64) / self.total_steps
+        warm = self._anneal(self.start, self.middle, tf.minimum(pos / self.pct_start, 1.0))
+        cool = self._anneal(self.middle, self.end,
+                            tf.clip_by_value((pos - self.pct_start) / (1 - self.pct_start), 0, 1))
+        return tf.cast(tf.where(pos < self.pct_start, warm, cool), tf.float32)
+
+    def get_config(self):
+        return dict(total_steps=self.total_steps, pct_start=self.pct_start, start=self.start,
+                    middle=self.middle, end=self.end)
+
+
+@gin.configurable
+def one_cycle(total_steps, max_lr=2e-3, div=25.0, div_final=1e5, pct_start=0.25,
+              moms=(0.8, 0.7, 0.8)):
+    """fastai's fit_one_cycle; moms defaults to TextLearner's (0.8, 0.7, 0.8).
+
+    Returns (learning-rate schedule, beta_1 schedule).
+    """
+    lr = CombinedCosine(total_steps, pct_start, max_lr / div, max_lr, max_lr / div_final)
+    return lr, CombinedCosine(total_steps, pct_start, *moms)
