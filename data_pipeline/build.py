@@ -7,10 +7,14 @@ train split, the second encodes and writes the shards. Every file is written ato
 manifest last, so an interrupted build leaves nothing that looks complete; rerunning the same
 command finishes only what is missing, and rerunning it over a complete directory does nothing.
 """
+import os
+
+# Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 
@@ -219,15 +223,19 @@ def summary(manifest: Manifest) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Data directory to write (local or gs://).")
-flags.DEFINE_bool("verify", False, "Check every shard of --output_dir against its manifest "
-                  "(size and sha256) instead of building.")
-for _field in dataclasses.fields(BuildSettings):
-    _help = {"input": "builtin:pydocs | tfds:NAME[/CONFIG][:SPLIT] | PATH_OR_GLOB[,...]"}
-    _define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(_field.type,
-                                                                        flags.DEFINE_string)
-    _define(_field.name, None if _field.name == "input" else _field.default,
-            _help.get(_field.name, f"See BuildSettings.{_field.name}."))
+
+
+def _define_flags():
+    """The command line; defined only when run as a program, so importing build is side-effect free."""
+    flags.DEFINE_string("output_dir", None, "Data directory to write (local or gs://).")
+    flags.DEFINE_bool("verify", False, "Check every shard of --output_dir against its manifest "
+                      "(size and sha256) instead of building.")
+    for field in dataclasses.fields(BuildSettings):
+        define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(field.type,
+                                                                           flags.DEFINE_string)
+        help_text = ("builtin:pydocs | tfds:NAME[/CONFIG][:SPLIT] | PATH_OR_GLOB[,...]"
+                     if field.name == "input" else f"See BuildSettings.{field.name}.")
+        define(field.name, None if field.name == "input" else field.default, help_text)
 
 
 def main(argv):
@@ -251,4 +259,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -158,3 +158,15 @@ def test_pydocs_corpus_is_stdlib_docs_without_tests():
     assert "json" in groups and "email.mime.text" in groups
     assert not [g for g in groups if g == "test" or g.startswith("test.") or ".tests" in g]
     assert docs == list(read_documents("builtin:pydocs"))  # deterministic order
+
+
+def test_command_line_reports_bad_input_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xc3\x28 broken\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "data_pipeline.build", f"--input={bad}",
+         f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"error: {bad}: invalid UTF-8 at byte offset 5" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,6 +1,10 @@
 """python -m trainer.main --gin_file=gin_configs/smoke.gin [--gin_param=...] --model_dir=DIR"""
-import json
 import os
+
+# Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import json
 import sys
 
 from absl import app, flags
