@@ -5,22 +5,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lstm_reference import reference_lstm
 from trainer.lm_task import mask_seed
 from trainer.models import lstm_kernel
-from trainer.models.lstm_kernel import lstm_step, select_implementation
+from trainer.models.lstm_kernel import select_implementation
 from trainer.models.weight_drop_lstm import WeightDropLSTM, WeightDropLSTMCell, drop_connect
 
 B, T, D, H = 3, 9, 5, 6
 
 
 def _reference_lstm(x, kernel, recurrent_kernel, bias):
-    """The recurrence in plain Python with ONE recurrent kernel for every time step."""
-    h = c = tf.zeros([x.shape[0], recurrent_kernel.shape[0]])
-    outputs = []
-    for t in range(x.shape[1]):
-        h, c = lstm_step(tf.matmul(x[:, t], kernel) + bias, h, c, recurrent_kernel)
-        outputs.append(h)
-    return tf.stack(outputs, 1)
+    zeros = tf.zeros([x.shape[0], recurrent_kernel.shape[0]])
+    return reference_lstm(x, zeros, zeros, kernel, recurrent_kernel, bias)[0]
 
 
 def test_layer_uses_one_dropped_kernel_for_all_time_steps():
@@ -86,8 +82,8 @@ def test_no_weight_drop_at_inference():
 
 def test_kernel_selection():
     assert select_implementation(has_gpu=True, under_xla=False) == "cudnn"
-    assert select_implementation(has_gpu=True, under_xla=True) == "scan"
-    assert select_implementation(has_gpu=False, under_xla=False) == "scan"
+    assert select_implementation(has_gpu=True, under_xla=True) == "fused"
+    assert select_implementation(has_gpu=False, under_xla=False) == "fused"
 
 
 def test_gpu_path_hands_the_dropped_kernel_to_keras_cudnn_lstm():
@@ -100,7 +96,7 @@ def test_gpu_path_hands_the_dropped_kernel_to_keras_cudnn_lstm():
 
     def fake_cudnn(*args, recurrent_kernel, **kwargs):
         seen.append(tf.convert_to_tensor(recurrent_kernel))
-        raise NotImplementedError  # as Keras does when no cuDNN op exists: fall back to scan
+        raise NotImplementedError  # as Keras does when no cuDNN op exists: falls back to fused
 
     with mock.patch.object(lstm_kernel, "gpu_available", return_value=True), \
             mock.patch.object(lstm_kernel.keras_backend, "lstm", side_effect=fake_cudnn):
@@ -109,7 +105,7 @@ def test_gpu_path_hands_the_dropped_kernel_to_keras_cudnn_lstm():
         layer(x, zeros, training=False)
         tf.function(lambda: layer(x, zeros, training=True, seed=seed), jit_compile=True)()
     dropped = drop_connect(layer.cell.recurrent_kernel, 0.5, seed)
-    assert len(seen) == 2  # training and inference; the XLA call chose scan
+    assert len(seen) == 2  # training and inference; the XLA call chose the fused kernel
     np.testing.assert_array_equal(seen[0], dropped)
     np.testing.assert_array_equal(seen[1], layer.cell.recurrent_kernel)
     np.testing.assert_allclose(out, _reference_lstm(x, layer.cell.kernel, dropped,

@@ -1,17 +1,20 @@
 """The LSTM recurrence over a whole sequence, on the fastest kernel the device has.
 
 `lstm_sequence` takes the weights as plain tensors, so the caller can pass a weight-dropped
-recurrent kernel and still get cuDNN. The choice is explicit (`select_implementation`):
+recurrent kernel and still get the fast kernel. The choice is explicit (`select_implementation`):
   cudnn  GPU visible and not inside an XLA cluster: Keras' backend LSTM, which runs cuDNN.
-  scan   everywhere else (CPU, TPU, any jit_compile): the input projection of all time steps is
-         one matmul, and the time loop does only the small recurrent matmul and the gate math.
+  fused  everywhere else (CPU, TPU, any jit_compile): the input projection of all time steps is one
+         matmul outside the loop; the loop does only the small recurrent matmul and the gate math,
+         XLA-compiled so the elementwise work fuses; the backward pass is written by hand: its
+         loop carries only dh and dc, and the recurrent weight gradient is ONE matmul of all
+         previous hidden states against all gate gradients instead of one per time step.
 Gate order is Keras' (i, f, c, o), the same as PyTorch's (i, f, g, o).
 """
 import tensorflow as tf
 from keras.src import backend as keras_backend  # the entry keras.layers.LSTM uses for cuDNN
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
-IMPLEMENTATIONS = ("cudnn", "scan")
+IMPLEMENTATIONS = ("cudnn", "fused")
 
 
 def gpu_available() -> bool:
@@ -24,23 +27,75 @@ def in_xla_context() -> bool:
 
 
 def select_implementation(has_gpu: bool, under_xla: bool) -> str:
-    return "cudnn" if has_gpu and not under_xla else "scan"
+    return "cudnn" if has_gpu and not under_xla else "fused"
+
+
+def _gate_scales(units, dtype):
+    # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid over all four gates, the cell input (g) rescaled.
+    ones, zeros = tf.ones([units], dtype), tf.zeros([units], dtype)
+    return tf.concat([ones, ones, 2 * ones, ones], 0), tf.concat([zeros, zeros, ones, zeros], 0)
 
 
 def lstm_step(projected_input, h, c, recurrent_kernel):
-    """One time step; `projected_input` is x @ kernel + bias for this step."""
-    z = projected_input + tf.matmul(h, recurrent_kernel)
-    i, f, g, o = tf.split(z, 4, axis=-1)
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    h = tf.sigmoid(o) * tf.tanh(c)
-    return h, c
+    """One time step; `projected_input` is x @ kernel + bias. Returns (h, c, gate activations)."""
+    scale, shift = _gate_scales(tf.shape(recurrent_kernel)[0], projected_input.dtype)
+    gates = tf.sigmoid((projected_input + tf.matmul(h, recurrent_kernel)) * scale) * scale - shift
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    c = f * c + i * g
+    return o * tf.tanh(c), c, gates
 
 
-def _scan_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
-    projected = tf.einsum("btd,dg->tbg", inputs, kernel) + bias  # time-major for the scan
-    hs, cs = tf.scan(lambda carry, x: lstm_step(x, carry[0], carry[1], recurrent_kernel),
-                     projected, initializer=(h0, c0))
-    return tf.transpose(hs, [1, 0, 2]), hs[-1], cs[-1]
+@tf.function(jit_compile=True)
+def _forward(projected, h0, c0, recurrent_kernel):
+    def step(carry, x):
+        return lstm_step(x, carry[0], carry[1], recurrent_kernel)
+    return tf.scan(step, projected, initializer=(h0, c0, tf.zeros_like(projected[0])))
+
+
+@tf.function(jit_compile=True)
+def _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel):
+    """Reverse loop: per step, gate gradients dz from (dh, dc); carries dh_prev = dz @ U^T."""
+    steps = tf.shape(d_hs)[0]
+
+    def step(t, dh_recurrent, dc_next, dz_all):
+        i, f, g, o = tf.split(gates[t], 4, axis=-1)
+        dh = d_hs[t] + dh_recurrent
+        tanh_c = tf.tanh(cs[t])
+        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+        dz = tf.concat([dc * g * i * (1 - i), dc * c_prev[t] * f * (1 - f),
+                        dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], -1)
+        return (t - 1, tf.matmul(dz, recurrent_kernel, transpose_b=True), dc * f,
+                dz_all.write(t, dz))
+
+    # Only dz is kept per step; dh and dc live in the loop carry.
+    _, dh0, dc0, dz = tf.while_loop(
+        lambda t, *_: t >= 0, step,
+        (steps - 1, tf.zeros_like(d_hs[0]), dc_last, tf.TensorArray(gates.dtype, size=steps)))
+    return dh0, dc0, dz.stack()
+
+
+@tf.custom_gradient
+def _fused_recurrence(projected, h0, c0, recurrent_kernel):
+    """projected [time, batch, 4 units] -> (hs [time, batch, units], last h, last c)."""
+    # The gradient below is complete; a tape watching the XLA loop would ask it for
+    # intermediates it cannot hand out (TensorLists do not cross the XLA boundary).
+    hs, cs, gates = _forward(*[tf.stop_gradient(t) for t in (projected, h0, c0, recurrent_kernel)])
+
+    def gradient(d_hs, dh_last, dc_last):
+        d_hs = tf.tensor_scatter_nd_add(d_hs, [[tf.shape(d_hs)[0] - 1]], dh_last[None])
+        c_prev = tf.concat([c0[None], cs[:-1]], 0)
+        dh0, dc0, dz = _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel)
+        h_prev = tf.concat([h0[None], hs[:-1]], 0)
+        d_recurrent_kernel = tf.einsum("tbh,tbg->hg", h_prev, dz)
+        return dz, dh0, dc0, d_recurrent_kernel
+
+    return (hs, hs[-1], cs[-1]), gradient
+
+
+def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
+    projected = tf.einsum("btd,dg->tbg", inputs, kernel) + bias  # time-major for the loops
+    hs, h, c = _fused_recurrence(projected, h0, c0, tf.convert_to_tensor(recurrent_kernel))
+    return tf.transpose(hs, [1, 0, 2]), h, c
 
 
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -58,4 +113,4 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
             return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
         except NotImplementedError:  # Keras found no usable cuDNN op after all
             pass
-    return _scan_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
+    return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)

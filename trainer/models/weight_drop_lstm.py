@@ -62,7 +62,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         if training and self._batch_recurrent_kernel is not None:
             recurrent_kernel = self._batch_recurrent_kernel
         projected = tf.matmul(inputs, self.kernel) + self.bias
-        h, c = lstm_step(projected, states[0], states[1], recurrent_kernel)
+        h, c, _ = lstm_step(projected, states[0], states[1], recurrent_kernel)
         return h, [h, c]
 
     def get_config(self):
