@@ -66,7 +66,7 @@ def ours(batch, jit_compile):
         model = AWDLSTMLanguageModel(FLAGS.vocab_size, emb_size=FLAGS.emb_size,
                                      hidden_size=FLAGS.hidden_size)
         model(batch[0])
-        adam = FastaiAdam(1e-3, 0.7)
+        adam = FastaiAdam(1e-3, 0.7, gradients_reduced=True)
         adam.build(model.trainable_variables)
     task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size, jit_compile=jit_compile)
     data = iter(strategy.experimental_distribute_dataset(

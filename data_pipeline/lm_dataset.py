@@ -92,13 +92,14 @@ def _shard_tokens(path, records, seed, shuffle):
 
 
 def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=None, *,
-               seed: int = 0, epoch: int = 0, shuffle: bool = True,
-               variable_bptt: bool = False) -> tf.data.Dataset:
+               seed: int = 0, epoch: int = 0, shuffle: bool = True, variable_bptt: bool = False,
+               start_batch: int = 0) -> tf.data.Dataset:
     """`(inputs, targets)` int32 batches of shape [batch_size, bptt] for one epoch of `split`.
 
     `manifest` is a data directory, its manifest.json, or a loaded `Manifest`. `batch_size` is
     the rows this pipeline yields. `variable_bptt` draws AWD-LSTM's random sequence lengths
     (same lengths on every pipeline); leave it off where static shapes are needed (XLA, TPU).
+    `start_batch` resumes an epoch at that batch.
     """
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
@@ -121,8 +122,10 @@ def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=N
                  + tf.range(plan.row_length + 1)[None, :])
         return tf.gather(stream, index)  # [rows, R + 1]
 
+    starts, lengths = plan.starts[start_batch:], plan.lengths[start_batch:]
+
     def batches(rows):
-        spans = tf.data.Dataset.from_tensor_slices((plan.starts, plan.lengths))
+        spans = tf.data.Dataset.from_tensor_slices((starts, lengths))
         return spans.map(lambda start, length: (rows[:, start:start + length],
                                                 rows[:, start + 1:start + 1 + length]))
 
@@ -130,5 +133,29 @@ def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=N
     if not variable_bptt:
         shape = [plan.rows, bptt]
         dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)))
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(plan.starts))).prefetch(
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(starts))).prefetch(
         tf.data.AUTOTUNE)
+
+
+def worker_lm_dataset(manifest, split: str, batch_size: int, bptt: int,
+                      input_context: tf.distribute.InputContext, **kwargs) -> tf.data.Dataset:
+    """One worker's input for `strategy.distribute_datasets_from_function`.
+
+    Every replica reads its own part of the stream: replica g of R is pipeline g of R in
+    `lm_dataset`. A worker hands consecutive elements of its dataset to its local replicas in
+    turn, so their streams are interleaved here: element k*L + r is local replica r's batch k.
+    `batch_size` is per replica; `kwargs` go to `lm_dataset`.
+    """
+    replicas = input_context.num_replicas_in_sync
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+    streams = [lm_dataset(manifest, split, batch_size, bptt,
+                          tf.distribute.InputContext(replicas, first + r, replicas), **kwargs)
+               for r in range(local)]
+    if local == 1:
+        return streams[0]
+    steps = int(streams[0].cardinality())
+    interleaved = tf.data.Dataset.zip(tuple(streams)).flat_map(
+        lambda *batches: tf.data.Dataset.from_tensor_slices(
+            tuple(tf.stack(part) for part in zip(*batches))))
+    return interleaved.apply(tf.data.experimental.assert_cardinality(steps * local))

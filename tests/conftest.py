@@ -1,11 +1,23 @@
 import os
 import random
 
+import numpy as np
+
 # Keep TF quiet and on the CPU in tests; must be set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data_pipeline.manifest import Manifest, SplitInfo  # noqa: E402
+from data_pipeline.shards import ShardWriter, shard_name  # noqa: E402
+
+# Replicas are simulated as logical CPU devices; they must exist before TensorFlow starts.
+LOGICAL_CPUS = 4
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
 
 _WORDS = ("the model reads tokens and predicts the next one while a hidden state carries "
           "context from batch to batch so long documents are learned as streams of text "
@@ -21,6 +33,30 @@ def write_corpus(path, paragraphs: int, seed: int = 0) -> str:
                      for _ in range(rng.randint(1, 3))]
             f.write(f"paragraph {p}. " + "\n".join(lines) + "\n\n")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def unique_manifest(tmp_path_factory):
+    """A split whose every token id is unique, so positions can be traced exactly.
+
+    Documents are runs of consecutive ids (a document = [k, k+1, ..., k+n-1]).
+    """
+    directory = str(tmp_path_factory.mktemp("unique"))
+    rng = np.random.default_rng(0)
+    next_id, shards = 10, []
+    for k in range(5):
+        docs = []
+        for _ in range(rng.integers(20, 40)):
+            length = int(rng.integers(3, 60))
+            docs.append(list(range(next_id, next_id + length)))
+            next_id += length
+        writer = ShardWriter(f"{directory}/{shard_name('train', k, 5)}")
+        writer.write(docs)
+        shards.append(writer.close())
+    split = SplitInfo(sum(s.records for s in shards), sum(s.tokens for s in shards), tuple(shards))
+    return Manifest(directory=directory, source="synthetic", spm_model="", spm_sha256="",
+                    vocab_size=next_id, special_ids={}, splits={"train": split},
+                    build_settings={})
 
 
 @pytest.fixture

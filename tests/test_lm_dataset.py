@@ -4,33 +4,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.lm_dataset import lm_dataset
-from data_pipeline.manifest import Manifest, SplitInfo
-from data_pipeline.shards import ShardWriter, shard_name
 from data_pipeline.sources import CorpusError
-
-
-@pytest.fixture(scope="module")
-def unique_manifest(tmp_path_factory):
-    """A split whose every token id is unique, so positions can be traced exactly.
-
-    Documents are runs of consecutive ids (a document = [k, k+1, ..., k+n-1]).
-    """
-    directory = str(tmp_path_factory.mktemp("unique"))
-    rng = np.random.default_rng(0)
-    next_id, shards = 10, []
-    for k in range(5):
-        docs = []
-        for _ in range(rng.integers(20, 40)):
-            length = int(rng.integers(3, 60))
-            docs.append(list(range(next_id, next_id + length)))
-            next_id += length
-        writer = ShardWriter(f"{directory}/{shard_name('train', k, 5)}")
-        writer.write(docs)
-        shards.append(writer.close())
-    split = SplitInfo(sum(s.records for s in shards), sum(s.tokens for s in shards), tuple(shards))
-    return Manifest(directory=directory, source="synthetic", spm_model="", spm_sha256="",
-                    vocab_size=next_id, special_ids={}, splits={"train": split},
-                    build_settings={})
 
 
 def _epoch(manifest, batch, bptt, pipelines=1, pipeline=0, **kw):

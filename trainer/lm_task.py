@@ -1,9 +1,14 @@
 """Train and eval steps of the language model. They run inside `strategy.run` and know nothing
 of files: the controller feeds them iterators and saves what they hold.
 
-Each replica carries its LSTM states from batch to batch in non-trainable variables (no gradient
-flows through them), and draws its dropout masks from (seed, step, replica id), so a resumed run
-replays exactly the masks it would have drawn. XLA implements the stateless random ops its own
+Each replica carries its LSTM states from batch to batch (no gradient flows through them). They
+live in one variable per layer holding every replica's rows: a replica reads its own rows, and
+after a step the new states are gathered from all replicas, so every copy of the variable is the
+same and a checkpoint holds them all. Each replica draws its dropout masks from (seed, step,
+replica id), so a resumed run replays exactly the masks it would have drawn.
+
+Gradients are summed over replicas before clipping, so the global norm is the one a single
+device would see on the global batch (each replica's loss is its mean / number of replicas). XLA implements the stateless random ops its own
 way, so a jit_compile'd step draws other (equally valid) masks: resume with the same setting.
 """
 import tensorflow as tf
@@ -26,38 +31,55 @@ class LanguageModelTask:
 
     def __init__(self, model, optimizer, strategy, batch_size, seed=0, clip_norm=0.25,
                  ar_alpha=2.0, tar_beta=1.0, jit_compile=False):
+        """`batch_size` is per replica; `optimizer` must take reduced gradients."""
+        if not getattr(optimizer, "gradients_reduced", False):
+            raise ValueError("LanguageModelTask sums gradients over replicas itself; build the "
+                             "optimizer with gradients_reduced=True.")
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
-        self.seed, self.clip_norm = seed, clip_norm
+        self.batch_size, self.seed, self.clip_norm = batch_size, seed, clip_norm
         self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
+        rows = batch_size * strategy.num_replicas_in_sync
         with strategy.scope():
             self.states = [
-                (tf.Variable(h, trainable=False, name=f"carried_h{i}"),
-                 tf.Variable(c, trainable=False, name=f"carried_c{i}"))
-                for i, (h, c) in enumerate(model.encoder.initial_states(batch_size))]
-        self._step = tf.function(self._train_step, jit_compile=True) if jit_compile \
-            else self._train_step
+                tuple(tf.Variable(zeros, trainable=False, name=f"carried_{kind}{i}",
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                      for kind, zeros in zip("hc", state))
+                for i, state in enumerate(model.encoder.initial_states(rows))]
+        # XLA compiles the forward and backward pass; the cross-replica work (all-reduce, the
+        # optimizer's merge_call, gathering states) stays outside: an XLA cluster is one device.
+        self._gradients = tf.function(self._replica_gradients, jit_compile=True) if jit_compile \
+            else self._replica_gradients
 
     def reset_states(self):
         for h, c in self.states:
             h.assign(tf.zeros_like(h))
             c.assign(tf.zeros_like(c))
 
-    def _train_step(self, inputs, targets):
-        context = tf.distribute.get_replica_context()
-        seed = mask_seed(self.seed, self.optimizer.iterations, context.replica_id_in_sync_group)
-        states = [(tf.identity(h), tf.identity(c)) for h, c in self.states]
+    def _replica_gradients(self, inputs, targets, states, seed):
+        """This replica's share of the gradient (its mean loss / replicas), loss, new states."""
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits, new_states, raw, dropped = self.model(inputs, states, training=True, seed=seed)
             cross_entropy = tf.reduce_mean(token_cross_entropy(targets, logits))
             loss = cross_entropy + activation_regularization(raw, dropped, self.ar_alpha,
                                                              self.tar_beta)
-        gradients = tape.gradient(loss, variables)
+            replica_share = loss / replicas
+        return tape.gradient(replica_share, variables), cross_entropy, new_states
+
+    def _train_step(self, inputs, targets):
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group
+        seed = mask_seed(self.seed, self.optimizer.iterations, replica)
+        mine = lambda var: var[replica * self.batch_size:(replica + 1) * self.batch_size]
+        states = [(mine(h), mine(c)) for h, c in self.states]
+        gradients, cross_entropy, new_states = self._gradients(inputs, targets, states, seed)
+        gradients = context.all_reduce("SUM", gradients)
         gradients, norm = tf.clip_by_global_norm(gradients, self.clip_norm)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         for (h, c), (new_h, new_c) in zip(self.states, new_states):
-            h.assign(tf.stop_gradient(new_h))
-            c.assign(tf.stop_gradient(new_c))
+            h.assign(context.all_gather(tf.stop_gradient(new_h), axis=0))
+            c.assign(context.all_gather(tf.stop_gradient(new_c), axis=0))
         return cross_entropy, norm
 
     @tf.function
@@ -65,23 +87,29 @@ class LanguageModelTask:
         """Runs `num_steps` steps in one call (less host overhead); mean loss and grad norm."""
         total_loss, total_norm = tf.constant(0.0), tf.constant(0.0)
         for _ in tf.range(num_steps):
-            loss, norm = self.strategy.run(self._step, args=next(iterator))
+            loss, norm = self.strategy.run(self._train_step, args=next(iterator))
             total_loss += self.strategy.reduce("MEAN", loss, axis=None)
             total_norm += self.strategy.reduce("MEAN", norm, axis=None)
         steps = tf.cast(num_steps, tf.float32)
         return total_loss / steps, total_norm / steps
 
     @tf.function
-    def _eval_step(self, inputs, targets, states):
-        logits, new_states, _, _ = self.model(inputs, states, training=False)
-        return tf.reduce_sum(token_cross_entropy(targets, logits)), new_states
+    def _eval_step(self, batch, states):
+        def step(inputs, targets, states):
+            logits, new_states, _, _ = self.model(inputs, states, training=False)
+            return (tf.reduce_sum(token_cross_entropy(targets, logits)),
+                    tf.cast(tf.size(targets), tf.float32), new_states)
+        loss, tokens, states = self.strategy.run(step, args=(*batch, states))
+        return (self.strategy.reduce("SUM", loss, axis=None),
+                self.strategy.reduce("SUM", tokens, axis=None), states)
 
-    def evaluate(self, dataset, batch_size):
-        """Mean per-token cross entropy over `dataset`, states carried from zero, no dropout."""
-        states = self.model.encoder.initial_states(batch_size)
-        total, tokens = 0.0, 0
-        for inputs, targets in dataset:
-            loss, states = self._eval_step(inputs, targets, states)
+    def evaluate(self, distributed_dataset, batch_size):
+        """Mean per-token cross entropy over a distributed dataset with `batch_size` rows per
+        replica; each replica carries its own states from zero, no dropout."""
+        states = self.strategy.run(lambda: self.model.encoder.initial_states(batch_size))
+        total = tokens = 0.0
+        for batch in distributed_dataset:
+            loss, count, states = self._eval_step(batch, states)
             total += float(loss)
-            tokens += int(tf.size(targets))
+            tokens += float(count)
         return total / tokens

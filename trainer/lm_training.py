@@ -12,7 +12,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from data_pipeline.build import BuildSettings, build
-from data_pipeline.lm_dataset import lm_dataset
+from data_pipeline.lm_dataset import lm_dataset, worker_lm_dataset
 from data_pipeline.manifest import MANIFEST_NAME, load_manifest
 from data_pipeline.unigram import unigram_perplexity
 from trainer.lm_task import LanguageModelTask
@@ -27,7 +27,8 @@ build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
 
 @gin.configurable
 def optimizer(lr_schedule, momentum_schedule, beta_2=0.99, epsilon=1e-5, weight_decay=0.01):
-    adam = FastaiAdam(lr_schedule, momentum_schedule, beta_2, epsilon, weight_decay)
+    adam = FastaiAdam(lr_schedule, momentum_schedule, beta_2, epsilon, weight_decay,
+                      gradients_reduced=True)  # LanguageModelTask reduces (and clips) itself
     adam.exclude_from_weight_decay(var_names=["bias"])  # fastai: wd_bn_bias=False
     return adam
 
@@ -51,6 +52,20 @@ def model_weights(model):
     return tf.train.Checkpoint(**weights)
 
 
+def _count(variable):
+    """A counter variable's value (int() does not take a distributed variable)."""
+    return int(variable.numpy())
+
+
+def is_chief(strategy):
+    """The worker that keeps checkpoints and writes summaries (the only one outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    chief_type = "chief" if "chief" in resolver.cluster_spec().as_dict() else "worker"
+    return resolver.task_type == chief_type and resolver.task_id == 0
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -66,20 +81,27 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows.
     `max_steps` stops early (the schedule still spans all `epochs`).
     """
+    strategy = make_strategy()  # first: logical devices must be set up before any TF op runs
     keras.utils.set_random_seed(seed)  # the initial weights too: same config, same run
     if deterministic:
         tf.config.experimental.enable_op_determinism()  # bit-exact resume
     manifest = prepare_data(data_dir, build_input)
-    strategy = make_strategy()
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise ValueError(f"train_lm.batch_size={batch_size} must divide by {replicas} replicas.")
     per_replica = batch_size // replicas
 
-    def train_data(epoch, skip):
+    def train_data(epoch, start_batch):
         return strategy.distribute_datasets_from_function(
-            lambda ctx: lm_dataset(manifest, "train", per_replica, bptt, ctx, seed=seed,
-                                   epoch=epoch).skip(skip))
+            lambda ctx: worker_lm_dataset(manifest, "train", per_replica, bptt, ctx, seed=seed,
+                                          epoch=epoch, start_batch=start_batch))
+
+    if eval_batch_size % replicas:
+        raise ValueError(f"train_lm.eval_batch_size={eval_batch_size} must divide by {replicas} "
+                         "replicas.")
+    eval_rows = eval_batch_size // replicas
+    valid = lambda: strategy.distribute_datasets_from_function(
+        lambda ctx: worker_lm_dataset(manifest, "valid", eval_rows, bptt, ctx, shuffle=False))
 
     steps_per_epoch = int(lm_dataset(manifest, "train", per_replica, bptt,
                                      tf.distribute.InputContext(replicas, 0, replicas))
@@ -97,30 +119,37 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     checkpoint = tf.train.Checkpoint(model=model_weights(model), optimizer=adam, epoch=epoch,
                                      batch_in_epoch=batch_in_epoch,
                                      carried_states=[list(s) for s in task.states])
-    manager = tf.train.CheckpointManager(checkpoint, model_dir, keep_checkpoints,
+    # Every worker saves (the variables are synchronized collectively); only the chief's copy
+    # is kept, the others go to scratch directories, as TF recommends for multi-worker runs.
+    chief, write_dir = is_chief(strategy), model_dir
+    if not chief:
+        write_dir = os.path.join(model_dir, f".worker-{strategy.cluster_resolver.task_id}")
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
                                          step_counter=adam.iterations)
-    if manager.restore_or_initialize():
-        logging.info("Resumed from %s: epoch %d, batch %d.", manager.latest_checkpoint,
-                     int(epoch), int(batch_in_epoch))
-    train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    valid = lambda: lm_dataset(manifest, "valid", eval_batch_size, bptt, shuffle=False)
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        logging.info("Resumed from %s: epoch %d, batch %d.", latest, _count(epoch),
+                     _count(batch_in_epoch))
+    writer = (lambda name: tf.summary.create_file_writer(os.path.join(model_dir, name))) \
+        if chief else (lambda name: tf.summary.create_noop_writer())
+    train_writer, eval_writer = writer("train"), writer("eval")
     stop_at = min(total_steps, max_steps or total_steps)
     metrics = {}
-    while int(epoch) < epochs and int(adam.iterations) < stop_at:
-        if int(batch_in_epoch) == 0:
+    while _count(epoch) < epochs and _count(adam.iterations) < stop_at:
+        if _count(batch_in_epoch) == 0:
             task.reset_states()
-        iterator = iter(train_data(int(epoch), int(batch_in_epoch)))
-        bar = tqdm(total=steps_per_epoch, initial=int(batch_in_epoch), unit="step",
-                   desc=f"epoch {int(epoch) + 1}/{epochs}")
-        while int(batch_in_epoch) < steps_per_epoch and int(adam.iterations) < stop_at:
-            steps = min(steps_per_loop, steps_per_epoch - int(batch_in_epoch),
-                        stop_at - int(adam.iterations))
+        iterator = iter(train_data(_count(epoch), _count(batch_in_epoch)))
+        bar = tqdm(total=steps_per_epoch, initial=_count(batch_in_epoch), unit="step",
+                   desc=f"epoch {_count(epoch) + 1}/{epochs}", disable=not chief)
+        while _count(batch_in_epoch) < steps_per_epoch and _count(adam.iterations) < stop_at:
+            steps = min(steps_per_loop, steps_per_epoch - _count(batch_in_epoch),
+                        stop_at - _count(adam.iterations))
             start = time.perf_counter()
             loss, norm = task.train_loop(iterator, tf.constant(steps))
             loss, norm = float(loss), float(norm)
             tokens_per_s = steps * batch_size * bptt / (time.perf_counter() - start)
-            step = int(adam.iterations)
+            step = _count(adam.iterations)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss is {loss} at step {step}; stopped without saving. The last good "
@@ -140,14 +169,16 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
                 manager.save(checkpoint_number=step)
             metrics = {"step": step, "train_loss": loss, "tokens_per_second": tokens_per_s}
         bar.close()
-        if int(batch_in_epoch) == steps_per_epoch:
+        if _count(batch_in_epoch) == steps_per_epoch:
             epoch.assign_add(1)
             batch_in_epoch.assign(0)
-            metrics.update(evaluate(task, valid(), eval_batch_size, eval_writer, int(adam.iterations)))
-            logging.info("epoch %d: %s", int(epoch), metrics)
-    manager.save(checkpoint_number=int(adam.iterations))
+            metrics.update(evaluate(task, valid(), eval_rows, eval_writer, _count(adam.iterations)))
+            logging.info("epoch %d: %s", _count(epoch), metrics)
+    manager.save(checkpoint_number=_count(adam.iterations))
+    if not chief:
+        tf.io.gfile.rmtree(write_dir)
     if "valid_perplexity" not in metrics:
-        metrics.update(evaluate(task, valid(), eval_batch_size, eval_writer, int(adam.iterations)))
+        metrics.update(evaluate(task, valid(), eval_rows, eval_writer, _count(adam.iterations)))
     metrics["valid_unigram_perplexity"] = unigram_perplexity(manifest)
     return metrics
 

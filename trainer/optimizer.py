@@ -13,12 +13,24 @@ from keras import ops
 class FastaiAdam(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-5,
-                 weight_decay=0.01, name="fastai_adam", **kwargs):
+                 weight_decay=0.01, gradients_reduced=False, name="fastai_adam", **kwargs):
+        """`gradients_reduced`: the caller passes gradients already summed over replicas.
+
+        Keras sums them itself in replica context; a train step that clips the global norm
+        has to reduce first (clipping per replica is not what one device does), and then the
+        optimizer must not sum again.
+        """
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name,
                          **kwargs)
         self.beta_1 = beta_1  # a float, or a callable of the step (a schedule)
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.gradients_reduced = gradients_reduced
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if self.gradients_reduced:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def build(self, var_list):
         if self.built:
@@ -51,4 +63,4 @@ class FastaiAdam(keras.optimizers.Optimizer):
         if callable(beta_1):
             beta_1 = keras.saving.serialize_keras_object(beta_1)
         return {**super().get_config(), "beta_1": beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "gradients_reduced": self.gradients_reduced}

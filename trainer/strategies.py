@@ -1,15 +1,62 @@
-"""The tf.distribute strategy a run uses, chosen in gin."""
+"""The tf.distribute strategy a run uses, chosen in gin (see gin_configs/mirrored.gin etc.)."""
 import gin
 import tensorflow as tf
 
-STRATEGY_KINDS = ("one_device",)
+STRATEGY_KINDS = ("one_device", "mirrored", "multi_worker", "tpu")
+
+
+def logical_cpus(count):
+    """Names of `count` logical CPU devices, made from the host CPU if the runtime is not up yet.
+
+    This is how replicas are simulated on a machine without accelerators.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        pass  # the runtime is initialized: use the logical CPUs it already has
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < count:
+        raise ValueError(f"make_strategy.cpu_replicas={count}, but TensorFlow started with "
+                         f"{len(devices)} CPU device(s); make the strategy before any TF op runs.")
+    return [d.name for d in devices[:count]]
+
+
+def _tpu_strategy(tpu):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    except ImportError as e:  # named TPUs are resolved through cloud-tpu-client
+        raise ImportError(f"make_strategy.tpu={tpu!r} needs the optional client: "
+                          "pip install -e '.[tpu]' (tpu='local' on a TPU VM does not).") from e
+    if tpu != "local":
+        tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
 
 
 @gin.configurable
-def make_strategy(kind="one_device", device=None):
-    """`one_device`: `device`, default the first GPU if one is visible, else the CPU."""
+def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
+    """kind:
+      one_device    `devices[0]`, default the first GPU, else the CPU.
+      mirrored      `devices`, default every GPU; with no GPU, `cpu_replicas` logical CPUs.
+      multi_worker  MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG variable.
+      tpu           TPUStrategy: `tpu='local'` on a TPU VM, or a TPU's name (needs [tpu] extra).
+    """
+    if kind not in STRATEGY_KINDS:
+        raise ValueError(f"make_strategy.kind={kind!r} is not one of {STRATEGY_KINDS}.")
+    # Physical, not logical, devices: listing logical ones would start the runtime, after
+    # which logical CPUs can no longer be made.
+    gpus = [f"/gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
     if kind == "one_device":
-        if device is None:
-            device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
-        return tf.distribute.OneDeviceStrategy(device)
-    raise ValueError(f"make_strategy.kind={kind!r} is not one of {STRATEGY_KINDS}.")
+        return tf.distribute.OneDeviceStrategy((devices or gpus or ["/cpu:0"])[0])
+    if kind == "mirrored":
+        devices = devices or gpus or (logical_cpus(cpu_replicas) if cpu_replicas else None)
+        on_cpus = devices is not None and all("CPU" in d.upper() for d in devices)
+        # CPU replicas reduce through one device: collective ops would key their groups per
+        # strategy, so two CPU strategies of different sizes in one process would collide.
+        return tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if on_cpus else None)
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(tpu)

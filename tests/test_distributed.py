@@ -1,0 +1,81 @@
+"""Data parallelism on logical CPU devices (conftest makes 4): exact, with per-replica masks."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline.lm_dataset import lm_dataset, worker_lm_dataset
+from trainer.lm_task import LanguageModelTask
+from trainer.models.language_model import AWDLSTMLanguageModel
+from trainer.optimizer import FastaiAdam
+from trainer.strategies import make_strategy
+
+ROWS, T, V = 8, 10, 40  # ROWS: the global batch
+NO_DROPOUT = dict(output_p=0, hidden_p=0, input_p=0, embed_p=0, weight_p=0)
+
+
+def _task(strategy, lr=1e-2, jit_compile=False, **model_kw):
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(0)
+        model = AWDLSTMLanguageModel(V, emb_size=8, hidden_size=12, **model_kw)
+        per_replica = ROWS // strategy.num_replicas_in_sync
+        model(tf.zeros([per_replica, T], tf.int32))
+        adam = FastaiAdam(lr, 0.7, weight_decay=0.01, gradients_reduced=True)
+        adam.build(model.trainable_variables)
+    return LanguageModelTask(model, adam, strategy, per_replica, seed=5, clip_norm=0.05,
+                             jit_compile=jit_compile)
+
+
+def _global_batches(task, ids):
+    data = tf.data.Dataset.from_tensor_slices((ids[:, :, :-1], ids[:, :, 1:]))
+    return iter(task.strategy.experimental_distribute_dataset(data))  # rows split in order
+
+
+def _mirrored(replicas):
+    return make_strategy("mirrored", devices=[f"/cpu:{i}" for i in range(replicas)])
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_mirrored_steps_equal_one_device_on_the_global_batch(replicas):
+    ids = tf.random.stateless_uniform([2, ROWS, T + 1], [3, 4], 0, V, tf.int32)
+    single = _task(make_strategy("one_device"), **NO_DROPOUT)
+    mirrored = _task(_mirrored(replicas), **NO_DROPOUT)
+    mirrored.model.set_weights(single.model.get_weights())
+    single.train_loop(_global_batches(single, ids), tf.constant(2))
+    mirrored.train_loop(_global_batches(mirrored, ids), tf.constant(2))
+    for a, b in zip(single.model.get_weights(), mirrored.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for one, many in zip(single.states, mirrored.states):  # every replica's carried rows
+        for a, b in zip(one, many):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("weight_p, differ", [(0.5, True), (0.0, False)])
+def test_each_replica_draws_its_own_weight_drop_mask(weight_p, differ):
+    task = _task(_mirrored(2), lr=0.0, **{**NO_DROPOUT, "weight_p": weight_p})
+    same_rows = tf.random.stateless_uniform([1, ROWS // 2, T + 1], [1, 2], 0, V, tf.int32)
+    task.train_loop(_global_batches(task, tf.tile(same_rows, [1, 2, 1])), tf.constant(1))
+    h = task.states[0][0].numpy()  # replica 0's rows, then replica 1's: same data
+    assert (np.abs(h[:ROWS // 2] - h[ROWS // 2:]).max() > 1e-4) == differ
+
+
+def test_jit_compiled_step_under_mirrored():
+    ids = tf.random.stateless_uniform([2, ROWS, T + 1], [3, 4], 0, V, tf.int32)
+    task = _task(_mirrored(2), jit_compile=True)
+    loss, _ = task.train_loop(_global_batches(task, ids), tf.constant(2))
+    assert np.isfinite(float(loss))
+    for variable in task.model.trainable_variables:  # the copies stay in sync
+        first, second = task.strategy.experimental_local_results(variable.value)
+        np.testing.assert_array_equal(first, second)
+
+
+def test_worker_dataset_gives_each_replica_its_own_stream(unique_manifest):
+    strategy = _mirrored(2)
+    distributed = strategy.distribute_datasets_from_function(
+        lambda ctx: worker_lm_dataset(unique_manifest, "train", 3, 5, ctx, start_batch=1))
+    for replica in range(2):
+        expected = list(lm_dataset(unique_manifest, "train", 3, 5,
+                                   tf.distribute.InputContext(2, replica, 2), start_batch=1))
+        got = [strategy.experimental_local_results(x)[replica] for x, _ in distributed]
+        assert len(got) == len(expected) > 2
+        for a, (b, _) in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
