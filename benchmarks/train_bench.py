@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from data_pipeline.build import BuildSettings, build
+from model_flops import flops_per_token  # same directory
 from data_pipeline.lm_dataset import lm_dataset
 from trainer.lm_task import LanguageModelTask, token_cross_entropy
 from trainer.models.language_model import AWDLSTMLanguageModel
@@ -41,13 +42,6 @@ def matmul_peak(n=2048, repeats=10):
     for _ in range(repeats):
         matmul().numpy()
     return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
-def flops_per_token(vocab, emb, hidden, layers=3):
-    """Matmul FLOPs of one training token: forward x 3 (backward is twice the forward)."""
-    sizes = [emb] + [hidden] * (layers - 1) + [emb]
-    lstm = sum(2 * 4 * out * (inp + out) for inp, out in zip(sizes, sizes[1:]))
-    return 3 * (lstm + 2 * emb * vocab)
 
 
 def _time_steps(step, batch, steps):

@@ -19,10 +19,10 @@ def _task(strategy, lr=1e-2, jit_compile=False, **model_kw):
         model = AWDLSTMLanguageModel(V, emb_size=8, hidden_size=12, **model_kw)
         per_replica = ROWS // strategy.num_replicas_in_sync
         model(tf.zeros([per_replica, T], tf.int32))
-        adam = FastaiAdam(lr, 0.7, weight_decay=0.01, gradients_reduced=True)
+        adam = FastaiAdam(lr, 0.7, weight_decay=0.01, gradients_reduced=True,
+                          global_clipnorm=0.05)  # small enough to clip: clipping is compared too
         adam.build(model.trainable_variables)
-    return LanguageModelTask(model, adam, strategy, per_replica, seed=5, clip_norm=0.05,
-                             jit_compile=jit_compile)
+    return LanguageModelTask(model, adam, strategy, per_replica, seed=5, jit_compile=jit_compile)
 
 
 def _global_batches(task, ids):
@@ -79,3 +79,30 @@ def test_worker_dataset_gives_each_replica_its_own_stream(unique_manifest):
         assert len(got) == len(expected) > 2
         for a, (b, _) in zip(got, expected):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
+    from trainer.lm_training import optimizer
+    from trainer.schedules import one_cycle
+    ids = tf.random.stateless_uniform([3, ROWS, T + 1], [3, 4], 0, V, tf.int32)
+    strategy = _mirrored(2)
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            model = AWDLSTMLanguageModel(V, emb_size=8, hidden_size=12)
+            model(tf.zeros([ROWS // 2, T], tf.int32))
+            adam = optimizer(*one_cycle(10, max_lr=1e-2), clip_norm=0.25,
+                             mixed_precision=policy)
+            adam.build(model.trainable_variables)
+        task = LanguageModelTask(model, adam, strategy, ROWS // 2)
+        before = [w.copy() for w in model.get_weights()]
+        logits = model(ids[0, :, :-1], training=False)[0]
+        loss, norm = task.train_loop(_global_batches(task, ids), tf.constant(3))
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert logits.dtype == {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}[policy]
+    assert np.isfinite(float(loss)) and np.isfinite(float(norm))
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights()))
+    assert task.states[0][0].dtype == tf.float32

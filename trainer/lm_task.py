@@ -7,8 +7,10 @@ after a step the new states are gathered from all replicas, so every copy of the
 same and a checkpoint holds them all. Each replica draws its dropout masks from (seed, step,
 replica id), so a resumed run replays exactly the masks it would have drawn.
 
-Gradients are summed over replicas before clipping, so the global norm is the one a single
-device would see on the global batch (each replica's loss is its mean / number of replicas). XLA implements the stateless random ops its own
+Gradients are summed over replicas before the optimizer clips them (its global_clipnorm), so the
+global norm is the one a single device would see on the global batch (each replica's loss is its
+mean / number of replicas). With a LossScaleOptimizer (mixed_float16) the loss is scaled here and
+the optimizer unscales, clips and skips non-finite steps. XLA implements the stateless random ops its own
 way, so a jit_compile'd step draws other (equally valid) masks: resume with the same setting.
 """
 import tensorflow as tf
@@ -29,14 +31,16 @@ def token_cross_entropy(targets, logits):
 
 class LanguageModelTask:
 
-    def __init__(self, model, optimizer, strategy, batch_size, seed=0, clip_norm=0.25,
-                 ar_alpha=2.0, tar_beta=1.0, jit_compile=False):
+    def __init__(self, model, optimizer, strategy, batch_size, seed=0, ar_alpha=2.0,
+                 tar_beta=1.0, jit_compile=False):
         """`batch_size` is per replica; `optimizer` must take reduced gradients."""
-        if not getattr(optimizer, "gradients_reduced", False):
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+        if not getattr(inner, "gradients_reduced", False):
             raise ValueError("LanguageModelTask sums gradients over replicas itself; build the "
                              "optimizer with gradients_reduced=True.")
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
-        self.batch_size, self.seed, self.clip_norm = batch_size, seed, clip_norm
+        self.batch_size, self.seed = batch_size, seed
+        self._scale_loss = getattr(optimizer, "scale_loss", lambda loss: loss)
         self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
         rows = batch_size * strategy.num_replicas_in_sync
         with strategy.scope():
@@ -64,7 +68,7 @@ class LanguageModelTask:
             cross_entropy = tf.reduce_mean(token_cross_entropy(targets, logits))
             loss = cross_entropy + activation_regularization(raw, dropped, self.ar_alpha,
                                                              self.tar_beta)
-            replica_share = loss / replicas
+            replica_share = self._scale_loss(loss / replicas)
         return tape.gradient(replica_share, variables), cross_entropy, new_states
 
     def _train_step(self, inputs, targets):
@@ -75,11 +79,11 @@ class LanguageModelTask:
         states = [(mine(h), mine(c)) for h, c in self.states]
         gradients, cross_entropy, new_states = self._gradients(inputs, targets, states, seed)
         gradients = context.all_reduce("SUM", gradients)
-        gradients, norm = tf.clip_by_global_norm(gradients, self.clip_norm)
+        norm = tf.linalg.global_norm(gradients) / self._scale_loss(1.0)  # before clipping
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         for (h, c), (new_h, new_c) in zip(self.states, new_states):
-            h.assign(context.all_gather(tf.stop_gradient(new_h), axis=0))
-            c.assign(context.all_gather(tf.stop_gradient(new_c), axis=0))
+            h.assign(context.all_gather(tf.cast(tf.stop_gradient(new_h), h.dtype), axis=0))
+            c.assign(context.all_gather(tf.cast(tf.stop_gradient(new_c), c.dtype), axis=0))
         return cross_entropy, norm
 
     @tf.function

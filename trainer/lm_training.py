@@ -26,10 +26,15 @@ build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
 
 
 @gin.configurable
-def optimizer(lr_schedule, momentum_schedule, beta_2=0.99, epsilon=1e-5, weight_decay=0.01):
+def optimizer(lr_schedule, momentum_schedule, clip_norm, mixed_precision=None, beta_2=0.99,
+              epsilon=1e-5, weight_decay=0.01):
+    """fastai's Adam, clipping the global norm of the (all-reduced, unscaled) gradient."""
     adam = FastaiAdam(lr_schedule, momentum_schedule, beta_2, epsilon, weight_decay,
-                      gradients_reduced=True)  # LanguageModelTask reduces (and clips) itself
+                      gradients_reduced=True,  # LanguageModelTask all-reduces itself
+                      global_clipnorm=clip_norm)
     adam.exclude_from_weight_decay(var_names=["bias"])  # fastai: wd_bn_bias=False
+    if mixed_precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        return keras.optimizers.LossScaleOptimizer(adam)
     return adam
 
 
@@ -75,14 +80,17 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
              epochs=1, max_steps=None, steps_per_loop=10, eval_batch_size=16, seed=0,
              clip_norm=0.25, ar_alpha=2.0, tar_beta=1.0, jit_compile=False,
              checkpoint_every_steps=500, keep_checkpoints=3, log_every_steps=50,
-             deterministic=True, schedule=one_cycle):
+             deterministic=True, mixed_precision=None, schedule=one_cycle):
     """Trains (or resumes) an AWD-LSTM LM in `model_dir`; returns final metrics.
 
     `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows.
-    `max_steps` stops early (the schedule still spans all `epochs`).
+    `max_steps` stops early (the schedule still spans all `epochs`). `mixed_precision`:
+    None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
+    variables, softmax and loss stay float32.
     """
     strategy = make_strategy()  # first: logical devices must be set up before any TF op runs
     keras.utils.set_random_seed(seed)  # the initial weights too: same config, same run
+    keras.mixed_precision.set_global_policy(mixed_precision or "float32")
     if deterministic:
         tf.config.experimental.enable_op_determinism()  # bit-exact resume
     manifest = prepare_data(data_dir, build_input)
@@ -110,12 +118,12 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     with strategy.scope():
         model = language_model(manifest.vocab_size)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
-        adam = optimizer(*schedule(total_steps))
+        adam = optimizer(*schedule(total_steps), clip_norm, mixed_precision)
         adam.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-    task = LanguageModelTask(model, adam, strategy, per_replica, seed, clip_norm, ar_alpha,
-                             tar_beta, jit_compile)
+    task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
+                             jit_compile)
     checkpoint = tf.train.Checkpoint(model=model_weights(model), optimizer=adam, epoch=epoch,
                                      batch_in_epoch=batch_in_epoch,
                                      carried_states=[list(s) for s in task.states])

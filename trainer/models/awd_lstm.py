@@ -64,6 +64,7 @@ class AWDLSTMEncoder(keras.layers.Layer):
         """
         if states is None:
             states = self.initial_states(tf.shape(ids)[0], self.compute_dtype)
+        states = [tuple(tf.cast(s, self.compute_dtype) for s in pair) for pair in states]
         if training and seed is None:
             seed = tf.cast(self.seed_generator.next(), tf.int32)
         s = (lambda slot: sub_seed(seed, slot)) if training else (lambda slot: None)

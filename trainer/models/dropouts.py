@@ -43,7 +43,7 @@ class EmbeddingDropout(keras.layers.Layer):
 
     def call(self, ids, training=False, seed=None):
         matrix = self.embedding.embeddings
-        vectors = tf.gather(matrix, ids)
+        vectors = tf.cast(tf.gather(matrix, ids), self.compute_dtype)
         if not training or self.rate == 0:
             return vectors
         rows = keep_mask(tf.stack([tf.shape(matrix)[0], 1]), self.rate, seed, vectors.dtype)

@@ -35,8 +35,9 @@ class AWDLSTMLanguageModel(keras.Model):
         raw, new_states = self.encoder(ids, states, training=training, seed=seed)
         dropped = self.output_dropout(
             raw, training=training, seed=sub_seed(seed, _OUTPUT_SEED) if training else None)
-        logits = tf.einsum("bte,ve->btv", dropped, self.encoder.embedding.embeddings)
-        return logits + self.decoder_bias, new_states, raw, dropped
+        matrix = tf.cast(self.encoder.embedding.embeddings, dropped.dtype)
+        logits = tf.einsum("bte,ve->btv", dropped, matrix)
+        return logits + tf.cast(self.decoder_bias, logits.dtype), new_states, raw, dropped
 
     def get_config(self):
         return {"vocab_size": self.encoder.embedding.input_dim, "output_p": self.output_p,
