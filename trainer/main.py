@@ -9,6 +9,7 @@ import sys
 
 from absl import app, flags
 import gin
+import tensorflow as tf
 
 from data_pipeline.sources import CorpusError
 from trainer import lm_training
@@ -20,6 +21,7 @@ flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local 
 
 def main(argv):
     del argv
+    tf.get_logger().setLevel("WARNING")  # not one INFO line per all-reduce setup
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required.")
     gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
