@@ -51,7 +51,7 @@ def main(argv):
         return tokens
 
     cores = os.cpu_count() or 1
-    rows = [(f"SentencePiece encode, 1 thread", _best_rate(encode(1), FLAGS.repeats)),
+    rows = [("SentencePiece encode, 1 thread", _best_rate(encode(1), FLAGS.repeats)),
             (f"SentencePiece encode, {cores} threads", _best_rate(encode(cores), FLAGS.repeats)),
             (f"TFRecord -> lm_dataset [{FLAGS.batch_size}x{FLAGS.bptt}] (epoch incl. setup)",
              _best_rate(read_epoch, FLAGS.repeats))]

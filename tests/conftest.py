@@ -1,5 +1,8 @@
 import os
 import random
+import signal
+import subprocess
+import time
 
 import numpy as np
 
@@ -22,6 +25,22 @@ tf.config.set_logical_device_configuration(
 _WORDS = ("the model reads tokens and predicts the next one while a hidden state carries "
           "context from batch to batch so long documents are learned as streams of text "
           "with dropout on weights embeddings inputs and outputs").split()
+
+
+def sigkill_when(command, ready, timeout=300, **popen_kwargs):
+    """Runs `command` and SIGKILLs it the moment `ready()` is true; fails if it ends first."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **popen_kwargs)
+    try:
+        deadline = time.time() + timeout
+        while not ready():
+            assert proc.poll() is None, f"{command} ended before it could be killed"
+            assert time.time() < deadline, f"{command}: not ready after {timeout}s"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
 
 
 def write_corpus(path, paragraphs: int, seed: int = 0) -> str:

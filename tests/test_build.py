@@ -1,14 +1,12 @@
 """data_pipeline.build: SentencePiece, shards, manifest, resumability and errors."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow as tf
 
-from conftest import write_corpus
+from conftest import sigkill_when, write_corpus
 from data_pipeline.build import BuildSettings, build
 from data_pipeline.manifest import load_manifest, verify_shards
 from data_pipeline.shards import parse_ids, read_shard_info
@@ -67,16 +65,8 @@ def test_killed_build_leaves_nothing_claimed_and_rerun_completes(tmp_path):
     out = tmp_path / "data"
     cmd = [sys.executable, "-m", "data_pipeline.build", f"--input={corpus}",
            f"--output_dir={out}", "--shard_mb=0.002", "--vocab_size=120"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not (out.exists() and any(n.startswith("train-00003") for n in os.listdir(out))):
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
+    sigkill_when(cmd, lambda: out.exists() and any(n.startswith("train-00003")
+                                                   for n in os.listdir(out)), timeout=120)
     names = os.listdir(out)
     assert "manifest.json" not in names
     complete = [n for n in names if n.endswith(".tfrecord") and not n.startswith(".")]

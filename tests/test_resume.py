@@ -1,17 +1,15 @@
 """End to end through `python -m trainer.main`: resume after SIGKILL is bit-exact; loss falls."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_corpus
+from conftest import sigkill_when, write_corpus
 
 pytestmark = pytest.mark.heavy
 
@@ -48,18 +46,9 @@ def test_sigkill_and_resume_is_bit_exact(tmp_path, gin_files):
     subprocess.run(_main(tmp_path / "straight", data, corpus, f"train_lm.max_steps={2 * n}",
                          gin_files=gin_files), check=True, cwd=cwd, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_main(killed, data, corpus, f"train_lm.max_steps={10 * n}",
-                                  f"train_lm.checkpoint_every_steps={n}", gin_files=gin_files),
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while tf.train.latest_checkpoint(str(killed)) is None:
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
+    sigkill_when(_main(killed, data, corpus, f"train_lm.max_steps={10 * n}",
+                       f"train_lm.checkpoint_every_steps={n}", gin_files=gin_files),
+                 lambda: tf.train.latest_checkpoint(str(killed)) is not None, cwd=cwd)
     assert tf.train.latest_checkpoint(str(killed)).endswith(f"ckpt-{n}")
     subprocess.run(_main(killed, data, corpus, f"train_lm.max_steps={2 * n}",
                          gin_files=gin_files), check=True, cwd=cwd, capture_output=True)
