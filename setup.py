@@ -7,7 +7,7 @@ setup(
     description="AWD-LSTM / ULMFiT language models on TensorFlow 2: pretraining at scale, "
     "fine-tuning for classification and sequence tagging.",
     packages=find_packages(include=["trainer", "trainer.*", "data_pipeline", "data_pipeline.*",
-                                    "gin_configs"]),
+                                    "gin_configs", "launch"]),
     package_data={"": ["*.gin"]},
     python_requires=">=3.10,<3.14",
     install_requires=[

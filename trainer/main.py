@@ -30,7 +30,7 @@ def main(argv):
     except (CorpusError, lm_training.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    with open(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.operative_config_str())
     print(json.dumps(metrics, indent=2))
     if "valid_perplexity" in metrics:
