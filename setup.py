@@ -23,7 +23,9 @@ setup(
         "numpy>=1.26,<2.5",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflow-hub>=0.16.1,<0.17"],
+        # tensorflow-hub's KerasLayer is a Keras 2 layer: it needs tf-keras beside Keras 3.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflow-hub>=0.16.1,<0.17",
+                 "tf-keras>=2.21,<2.22"],
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.
         "tpu": ["cloud-tpu-client>=0.10"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],

@@ -81,3 +81,30 @@ def unique_manifest(tmp_path_factory):
 @pytest.fixture
 def corpus_file(tmp_path):
     return write_corpus(tmp_path / "corpus.txt", paragraphs=600)
+
+
+def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **model_sizes):
+    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps."""
+    import gin
+    from trainer.lm_training import train_lm
+    sizes = {"emb_size": 12, "hidden_size": 20, "num_layers": 2, **model_sizes}
+    with gin.unlock_config():
+        gin.parse_config([
+            f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
+            f"BuildSettings.vocab_size = {vocab_size}", "BuildSettings.valid_fraction = 0.2",
+            "train_lm.batch_size = 4", "train_lm.bptt = 10", f"train_lm.max_steps = {steps}",
+            "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1"]
+            + [f"AWDLSTMLanguageModel.{k} = {v}" for k, v in sizes.items()])
+    try:
+        return train_lm(model_dir)
+    finally:
+        gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def pretrained_lm(tmp_path_factory):
+    """(model_dir, data_dir) of a tiny LM trained for a few steps by train_lm."""
+    root = tmp_path_factory.mktemp("pretrained")
+    corpus = write_corpus(root / "corpus.txt", paragraphs=300)
+    train_tiny_lm(str(root / "data"), str(root / "model"), corpus)
+    return str(root / "model"), str(root / "data")

@@ -18,6 +18,7 @@ from data_pipeline.unigram import unigram_perplexity
 from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import FastaiAdam
+from trainer.pretrained import weights_by_path, write_pretrained_config
 from trainer.schedules import one_cycle
 from trainer.strategies import make_strategy
 
@@ -44,17 +45,6 @@ def prepare_data(data_dir, build_input):
         logging.info("Building %s from %s.", data_dir, build_input)
         build(data_dir, build_settings(input=build_input))
     return load_manifest(data_dir)
-
-
-def model_weights(model):
-    """The model's variables keyed by their path inside the model, e.g. "encoder/lstm_0/cell/
-    kernel": what checkpoints save, and what downstream models load by name. (Keras 3 does not
-    expose layers held in lists to tf.train.Checkpoint, so the model itself is not enough.)"""
-    # model.weights, not model.variables: seed-generator states have process-global paths.
-    weights = {v.path.split("/", 1)[-1].replace("/", "."): v for v in model.weights}
-    if len(weights) != len(model.weights):
-        raise ValueError(f"{model.name}: two variables share a path; name the layers apart.")
-    return tf.train.Checkpoint(**weights)
 
 
 def _count(variable):
@@ -124,7 +114,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
     task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
                              jit_compile)
-    checkpoint = tf.train.Checkpoint(model=model_weights(model), optimizer=adam, epoch=epoch,
+    checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model)),
+                                     optimizer=adam, epoch=epoch,
                                      batch_in_epoch=batch_in_epoch,
                                      carried_states=[list(s) for s in task.states])
     # Every worker saves (the variables are synchronized collectively); only the chief's copy
@@ -132,6 +123,9 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     chief, write_dir = is_chief(strategy), model_dir
     if not chief:
         write_dir = os.path.join(model_dir, f".worker-{strategy.cluster_resolver.task_id}")
+    if chief:  # what downstream models and the exporter need to rebuild the model
+        write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
+                                manifest.special_ids)
     manager = tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
                                          step_counter=adam.iterations)
     latest = tf.train.latest_checkpoint(model_dir)

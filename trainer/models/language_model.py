@@ -25,7 +25,8 @@ class AWDLSTMLanguageModel(keras.Model):
         self.output_p = output_p
 
     def build(self, input_shape):
-        self.encoder.build(input_shape)
+        if not self.encoder.built:  # it may have been called on its own first
+            self.encoder.build(input_shape)
         self.decoder_bias = self.add_weight(
             shape=(self.encoder.embedding.input_dim,), initializer="zeros", name="decoder_bias")
 

@@ -1,0 +1,94 @@
+"""python -m trainer.export --checkpoint=MODEL_DIR_OR_CKPT --output=DIR [--fixed_seq_len=N]
+
+Writes a SavedModel that needs neither this package nor a Python tokenizer, only TensorFlow and
+tensorflow-text (whose SentencePiece op runs in the graph). Dropout and weight drop are off.
+Serving signatures (`mask` is True on tokens, False on padding; padding id 1):
+  string_encoder(text: string [batch])          -> hidden [batch, time, emb], mask
+  numericalized_encoder(ids: int32 [batch, time]) -> hidden, mask
+  spm_processor(text: string [batch])           -> ids, mask
+  lm_head(ids: int32 [batch, time])             -> logits [batch, time, vocab] (next token)
+Calling the loaded object (or a tensorflow_hub.KerasLayer of it) runs string_encoder's hidden
+states. With --fixed_seq_len, `time` is that length (longer texts are cut); otherwise it is the
+longest text of the batch. The directory appears complete or not at all.
+"""
+import os
+
+# Before TensorFlow loads: keep its C++ INFO lines out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags
+import tensorflow as tf
+
+from data_pipeline.atomic_files import temporary_path
+from trainer.pretrained import load_language_model
+from trainer.ulmfit_encoder import SentencePieceIds, token_mask
+
+
+class ULMFiTServing(tf.Module):
+    """The exported object: an LM with its tokenizer, inference mode only."""
+
+    def __init__(self, lm, spm_model_file, fixed_seq_len=None):
+        super().__init__(name="ulmfit")
+        # The Keras model stays out of the tracked attributes (it would add a float-typed
+        # default signature of its own); its variables and the tokenizer are what is saved.
+        self.model_weights = list(lm.weights)
+        self.spm_ids = SentencePieceIds(spm_model_file, fixed_seq_len)
+        self.tokenizer = self.spm_ids.tokenizer
+        self.spm_model = tf.saved_model.Asset(spm_model_file)  # shipped beside the graph
+
+        def spm_processor(text):
+            ids = self.spm_ids(text)
+            return {"ids": ids, "mask": token_mask(ids)}
+
+        def numericalized_encoder(ids):
+            hidden, _ = lm.encoder(ids, training=False)
+            return {"hidden": hidden, "mask": token_mask(ids)}
+
+        def string_encoder(text):
+            return numericalized_encoder(self.spm_ids(text))
+
+        def lm_head(ids):
+            return {"logits": lm(ids, training=False)[0]}
+
+        ids_spec = tf.TensorSpec([None, fixed_seq_len], tf.int32, name="ids")
+        text_spec = tf.TensorSpec([None], tf.string, name="text")
+        self.string_encoder = tf.function(string_encoder, input_signature=[text_spec])
+        self.numericalized_encoder = tf.function(numericalized_encoder,
+                                                 input_signature=[ids_spec])
+        self.spm_processor = tf.function(spm_processor, input_signature=[text_spec])
+        self.lm_head = tf.function(lm_head, input_signature=[ids_spec])
+        self.__call__ = tf.function(lambda text: string_encoder(text)["hidden"],
+                                    input_signature=[text_spec])
+
+    def signatures(self):
+        return {name: getattr(self, name) for name in
+                ("string_encoder", "numericalized_encoder", "spm_processor", "lm_head")}
+
+
+def export(checkpoint, output, fixed_seq_len=None):
+    """Exports the LM at `checkpoint` (model directory or checkpoint prefix) to `output`."""
+    lm, config = load_language_model(checkpoint)
+    module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
+    if tf.io.gfile.exists(output):
+        raise FileExistsError(f"{output}: exists; pass a new --output (nothing was written).")
+    staging = temporary_path(output.rstrip("/"))
+    tf.saved_model.save(module, staging, signatures=module.signatures())
+    tf.io.gfile.rename(staging, output)
+    return output
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    path = export(FLAGS.checkpoint, FLAGS.output, FLAGS.fixed_seq_len)
+    print(f"SavedModel written to {path}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("checkpoint", None, "A model directory of trainer.main or "
+                        "trainer.convert_fastai, or one checkpoint prefix in it.", required=True)
+    flags.DEFINE_string("output", None, "The SavedModel directory to create.", required=True)
+    flags.DEFINE_integer("fixed_seq_len", None, "Pad/cut every text to this many ids.")
+    app.run(main)

@@ -1,0 +1,120 @@
+"""A pretrained model directory: what makes a checkpoint loadable without the run that made it.
+
+MODEL_DIR/lm_config.json holds the language model's architecture and names the SentencePiece
+model its ids come from (a copy, `spm.model`, lives beside it, so the directory can be moved or
+copied to gs:// as a whole). The trainer writes both when a run starts; `trainer.convert_fastai`
+writes them for imported weights. Downstream models and the exporter load through here.
+"""
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from data_pipeline.atomic_files import sha256_of, write_atomically
+from trainer.models.language_model import AWDLSTMLanguageModel
+
+LM_CONFIG_NAME = "lm_config.json"
+SPM_NAME = "spm.model"
+
+
+class PretrainedModelError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedConfig:
+    directory: str
+    model: dict          # AWDLSTMLanguageModel's get_config()
+    spm_sha256: str
+    special_ids: dict
+
+    @property
+    def spm_model_path(self) -> str:
+        return os.path.join(self.directory, SPM_NAME)
+
+
+def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids):
+    """Copies the SentencePiece model into `model_dir` and writes lm_config.json (last)."""
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(spm_model_path, "rb") as f:
+        write_atomically(os.path.join(model_dir, SPM_NAME), f.read())
+    config = {"model": model_config, "spm_model": SPM_NAME,
+              "spm_sha256": sha256_of(spm_model_path), "special_ids": special_ids}
+    write_atomically(os.path.join(model_dir, LM_CONFIG_NAME), json.dumps(config, indent=2))
+
+
+def _model_dir_and_checkpoint(path):
+    """`path` is a model directory (its latest checkpoint) or one checkpoint prefix in it."""
+    if tf.io.gfile.isdir(path):
+        checkpoint = tf.train.latest_checkpoint(path)
+        if checkpoint is None:
+            raise PretrainedModelError(f"{path}: no checkpoint in this directory. Pass a model "
+                                       "directory that trainer.main or convert_fastai wrote.")
+        return path, checkpoint
+    if not tf.io.gfile.exists(path + ".index"):
+        raise PretrainedModelError(f"{path}: neither a model directory nor a checkpoint prefix "
+                                   "(PREFIX.index is missing).")
+    return os.path.dirname(path), path
+
+
+def load_pretrained_config(model_dir) -> PretrainedConfig:
+    path = os.path.join(model_dir, LM_CONFIG_NAME)
+    if not tf.io.gfile.exists(path):
+        raise PretrainedModelError(
+            f"{path}: missing. Checkpoints from trainer.main carry it since lm_config.json was "
+            "introduced; rerun the training, or import weights with trainer.convert_fastai.")
+    with tf.io.gfile.GFile(path) as f:
+        fields = json.load(f)
+    try:
+        return PretrainedConfig(model_dir, fields["model"], fields["spm_sha256"],
+                                fields["special_ids"])
+    except KeyError as e:
+        raise PretrainedModelError(f"{path}: field {e} is missing; rewrite the file.") from None
+
+
+def check_same_vocab(config: PretrainedConfig, spm_model_file):
+    """Refuses ids from another SentencePiece model than the one the weights were trained on."""
+    if spm_model_file and sha256_of(spm_model_file) != config.spm_sha256:
+        raise PretrainedModelError(
+            f"{spm_model_file} is not the SentencePiece model of the pretrained weights "
+            f"({config.spm_model_path}): token ids would mean other pieces. Encode the data "
+            f"with {config.spm_model_path} (data_pipeline.build --spm_model=...) or pretrain "
+            "on this vocabulary.")
+
+
+def restore_weights(weights: dict, checkpoint):
+    """Restores `weights` ({path: variable}, see lm_training.model_weights) from `checkpoint`;
+    every one of them must be in it."""
+    status = tf.train.Checkpoint(model=tf.train.Checkpoint(**weights)).restore(checkpoint)
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as e:
+        raise PretrainedModelError(f"{checkpoint}: does not hold all weights of this model "
+                                   f"(another architecture?): {e}") from None
+
+
+def load_language_model(path, spm_model_file=None, **overrides):
+    """(AWDLSTMLanguageModel with the pretrained weights, its PretrainedConfig).
+
+    `path`: a model directory or checkpoint prefix. `spm_model_file`, when given, must be the
+    pretraining SentencePiece model. `overrides` change non-shape settings, e.g. dropouts.
+    """
+    model_dir, checkpoint = _model_dir_and_checkpoint(path)
+    config = load_pretrained_config(model_dir)
+    check_same_vocab(config, spm_model_file)
+    model = AWDLSTMLanguageModel(**{**config.model, **overrides})
+    model(tf.zeros([1, 1], tf.int32))
+    restore_weights(weights_by_path(model), checkpoint)
+    return model, config
+
+
+def weights_by_path(model):
+    """The model's variables keyed by their path inside the model, e.g. "encoder.lstm_0.cell.
+    kernel": the names checkpoints save them under. (Keras 3 does not expose layers held in
+    lists to tf.train.Checkpoint, so the model itself is not enough.)"""
+    # model.weights, not model.variables: seed-generator states have process-global paths.
+    weights = {v.path.split("/", 1)[-1].replace("/", "."): v for v in model.weights}
+    if len(weights) != len(model.weights):
+        raise ValueError(f"{model.name}: two variables share a path; name the layers apart.")
+    return weights
