@@ -23,11 +23,15 @@ setup(
         "numpy>=1.26,<2.5",
     ],
     extras_require={
-        # tensorflow-hub's KerasLayer is a Keras 2 layer: it needs tf-keras beside Keras 3.
+        # tensorflow-hub's KerasLayer is a Keras 2 layer: it needs tf-keras beside Keras 3, and
+        # it imports pkg_resources, which setuptools 81 removed.
         "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflow-hub>=0.16.1,<0.17",
-                 "tf-keras>=2.21,<2.22"],
+                 "tf-keras>=2.21,<2.22", "setuptools<81"],
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.
         "tpu": ["cloud-tpu-client>=0.10"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        # Weight exchange with fastai (trainer.convert_fastai) and the side-by-side benchmark.
+        # Never in the core install: torch is large and only these tools need it.
+        "fastai": ["torch>=2.4,<3", "fastai>=2.7,<2.9"],
     },
 )

@@ -44,7 +44,7 @@ def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids
     write_atomically(os.path.join(model_dir, LM_CONFIG_NAME), json.dumps(config, indent=2))
 
 
-def _model_dir_and_checkpoint(path):
+def model_dir_and_checkpoint(path):
     """`path` is a model directory (its latest checkpoint) or one checkpoint prefix in it."""
     if tf.io.gfile.isdir(path):
         checkpoint = tf.train.latest_checkpoint(path)
@@ -84,14 +84,18 @@ def check_same_vocab(config: PretrainedConfig, spm_model_file):
 
 
 def restore_weights(weights: dict, checkpoint):
-    """Restores `weights` ({path: variable}, see lm_training.model_weights) from `checkpoint`;
-    every one of them must be in it."""
-    status = tf.train.Checkpoint(model=tf.train.Checkpoint(**weights)).restore(checkpoint)
-    try:
-        status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
-        raise PretrainedModelError(f"{checkpoint}: does not hold all weights of this model "
-                                   f"(another architecture?): {e}") from None
+    """Restores `weights` ({path: variable}, see weights_by_path) from `checkpoint`; every one
+    of them must be in it with its shape."""
+    stored = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    for name, variable in weights.items():
+        # Checkpoint keys escape "." in object names as "..".
+        key = f"model/{name.replace('.', '..')}/.ATTRIBUTES/VARIABLE_VALUE"
+        if stored.get(key) != variable.shape.as_list():
+            raise PretrainedModelError(
+                f"{checkpoint}: {name} is {'missing' if key not in stored else stored[key]}, "
+                f"this model needs {variable.shape.as_list()}; the checkpoint is of another "
+                "architecture than its lm_config.json says.")
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**weights)).restore(checkpoint).expect_partial()
 
 
 def load_language_model(path, spm_model_file=None, **overrides):
@@ -100,7 +104,7 @@ def load_language_model(path, spm_model_file=None, **overrides):
     `path`: a model directory or checkpoint prefix. `spm_model_file`, when given, must be the
     pretraining SentencePiece model. `overrides` change non-shape settings, e.g. dropouts.
     """
-    model_dir, checkpoint = _model_dir_and_checkpoint(path)
+    model_dir, checkpoint = model_dir_and_checkpoint(path)
     config = load_pretrained_config(model_dir)
     check_same_vocab(config, spm_model_file)
     model = AWDLSTMLanguageModel(**{**config.model, **overrides})
