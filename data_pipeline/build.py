@@ -47,6 +47,9 @@ class BuildSettings:
     encoding_errors: str = "strict"   # or "replace": undecodable bytes become U+FFFD
     tfds_data_dir: str | None = None
     tfds_text_key: str = "text"
+    # An existing SentencePiece model to encode with instead of training one: target-domain
+    # text for fine-tuning must be numbered as the pretrained model's vocabulary.
+    spm_model: str | None = None
 
 
 def _split_documents(settings: BuildSettings):
@@ -81,6 +84,9 @@ def _survey(settings: BuildSettings, spm_path: str) -> dict:
     texts = train_texts()
     if tf.io.gfile.exists(spm_path):
         logging.info("Reusing %s.", spm_path)
+    elif settings.spm_model:
+        with tf.io.gfile.GFile(settings.spm_model, "rb") as f:
+            write_atomically(spm_path, f.read())
     else:
         logging.info("Training SentencePiece (%s, vocab %d) on the train split...",
                      settings.model_type, settings.vocab_size)

@@ -4,7 +4,10 @@ It differs from keras.optimizers.AdamW where fastai does: beta_1 (fastai's "mom"
 schedule (one-cycle cycles it 0.8 -> 0.7 -> 0.8), the bias correction uses the current beta_1,
 and epsilon is added to the *debiased* root of the second moment (eps=1e-5). Weight decay is
 decoupled (p -= lr * wd * p before the step) as fastai's true_wd; biases are excluded by the
-caller, as fastai's wd_bn_bias=False does.
+caller, as fastai's wd_bn_bias=False does. `lr_factors` gives variables their own share of the
+learning rate (ULMFiT's discriminative rates: lr / 2.6^depth per layer group); it scales the
+update and the weight decay, as fastai's per-group lr does. Scaling gradients instead would do
+nothing: Adam's step does not depend on the gradient's scale.
 """
 import keras
 from keras import ops
@@ -13,7 +16,8 @@ from keras import ops
 class FastaiAdam(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-5,
-                 weight_decay=0.01, gradients_reduced=False, name="fastai_adam", **kwargs):
+                 weight_decay=0.01, gradients_reduced=False, lr_factors=None, name="fastai_adam",
+                 **kwargs):
         """`gradients_reduced`: the caller passes gradients already summed over replicas.
 
         Keras sums them itself in replica context; a train step that clips the global norm
@@ -26,6 +30,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.gradients_reduced = gradients_reduced
+        self.lr_factors = dict(lr_factors or {})  # variable path -> factor, default 1
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         if self.gradients_reduced:
@@ -38,13 +43,26 @@ class FastaiAdam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._grad_averages = [self.add_variable_from_reference(v, "grad_avg") for v in var_list]
         self._square_averages = [self.add_variable_from_reference(v, "sqr_avg") for v in var_list]
+        self._factors = [self.lr_factors.get(v.path, 1.0) for v in var_list]
+
+    def _factor(self, variable):
+        return self._factors[self._get_variable_index(variable)]
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                lr = ops.cast(self.learning_rate * self._factor(variable), variable.dtype)
+                variable.assign(variable - variable * ops.cast(self.weight_decay, variable.dtype)
+                                * lr)
 
     def current_beta_1(self):
         return self.beta_1(self.iterations) if callable(self.beta_1) else self.beta_1
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
+        lr = ops.cast(learning_rate * self._factor(variable), dtype)
         gradient = ops.cast(gradient, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         mom = ops.cast(self.current_beta_1(), dtype)
@@ -63,4 +81,5 @@ class FastaiAdam(keras.optimizers.Optimizer):
         if callable(beta_1):
             beta_1 = keras.saving.serialize_keras_object(beta_1)
         return {**super().get_config(), "beta_1": beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "gradients_reduced": self.gradients_reduced}
+                "epsilon": self.epsilon, "gradients_reduced": self.gradients_reduced,
+                "lr_factors": self.lr_factors}
