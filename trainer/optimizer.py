@@ -43,7 +43,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._grad_averages = [self.add_variable_from_reference(v, "grad_avg") for v in var_list]
         self._square_averages = [self.add_variable_from_reference(v, "sqr_avg") for v in var_list]
-        self._factors = [self.lr_factors.get(v.path, 1.0) for v in var_list]
+        self._factors = [self.lr_factors.get(getattr(v, "path", v.name), 1.0) for v in var_list]
 
     def _factor(self, variable):
         return self._factors[self._get_variable_index(variable)]
