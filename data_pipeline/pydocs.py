@@ -14,7 +14,8 @@ import sysconfig
 # Directories that hold the stdlib's own test suites or third-party code, not library docs.
 _SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests",
                                                       "idle_test"})
-_DOCUMENTED_NODES = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DOCUMENTED_NODES = (ast.ClassDef, *_FUNCTION_NODES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Docstring:
     module: str    # dotted module name, e.g. "email.mime.text"; "pydoc_data.topics" for topics
     name: str      # qualified object name inside the module; "" for the module docstring
     text: str
+    params: tuple[str, ...] = ()  # a function's parameter names (without self/cls)
 
     @property
     def package(self) -> str:
@@ -36,6 +38,13 @@ def _module_name(root: str, path: str) -> str:
     return ".".join(parts)
 
 
+def _parameter_names(function) -> tuple[str, ...]:
+    a = function.args
+    every = [*a.posonlyargs, *a.args, *([a.vararg] if a.vararg else []), *a.kwonlyargs,
+             *([a.kwarg] if a.kwarg else [])]
+    return tuple(p.arg for p in every if p.arg not in ("self", "cls"))
+
+
 def _docstrings_below(node, module: str, qualname: str):
     # Recurse through every node, not just direct children: stdlib defines many functions
     # under `if sys.platform ...:` or `try:` blocks.
@@ -45,7 +54,8 @@ def _docstrings_below(node, module: str, qualname: str):
             name = f"{qualname}.{child.name}" if qualname else child.name
             text = ast.get_docstring(child)
             if text:
-                yield Docstring(module, name, text)
+                params = _parameter_names(child) if isinstance(child, _FUNCTION_NODES) else ()
+                yield Docstring(module, name, text, params)
         yield from _docstrings_below(child, module, name)
 
 

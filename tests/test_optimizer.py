@@ -35,6 +35,17 @@ def test_fastai_adam_matches_fastai_step_by_step():
         np.testing.assert_allclose(bias.numpy(), p["b"], rtol=1e-5, atol=1e-7)
 
 
+def test_repeated_embedding_rows_step_as_one_dense_gradient():
+    """fastai (PyTorch) sums a repeated token's gradient before Adam squares it."""
+    slices = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([0, 0, 1]), tf.constant([3, 2]))
+    updated = []
+    for gradient in (slices, tf.convert_to_tensor(slices)):
+        table = tf.Variable(tf.zeros([3, 2]))
+        FastaiAdam(0.1, 0.9, weight_decay=None).apply_gradients([(gradient, table)])
+        updated.append(table.numpy())
+    np.testing.assert_array_equal(updated[0], updated[1])
+
+
 def test_one_cycle_follows_fastai_fit_one_cycle():
     lr, mom = one_cycle(total_steps=100, max_lr=1e-2, div=25, div_final=1e5, pct_start=0.25)
     at = lambda schedule, step: float(schedule(step))

@@ -18,12 +18,15 @@ from data_pipeline.unigram import unigram_perplexity
 from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import FastaiAdam
-from trainer.pretrained import weights_by_path, write_pretrained_config
+from trainer.pretrained import (check_same_vocab, load_pretrained_config,
+                                model_dir_and_checkpoint, restore_weights, weights_by_path,
+                                write_pretrained_config)
 from trainer.schedules import one_cycle
 from trainer.strategies import make_strategy
 
 language_model = gin.external_configurable(AWDLSTMLanguageModel, "AWDLSTMLanguageModel")
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
+_SHAPE_KEYS = ("vocab_size", "emb_size", "hidden_size", "num_layers", "pad_id")
 
 
 @gin.configurable
@@ -39,11 +42,12 @@ def optimizer(lr_schedule, momentum_schedule, clip_norm, mixed_precision=None, b
     return adam
 
 
-def prepare_data(data_dir, build_input):
-    """The manifest of `data_dir`, building it from `build_input` first if it is not there."""
+def prepare_data(data_dir, build_input, spm_model=None):
+    """The manifest of `data_dir`, building it from `build_input` first if it is not there
+    (encoded with `spm_model` when given, else with a SentencePiece model trained on it)."""
     if build_input and not tf.io.gfile.exists(os.path.join(data_dir, MANIFEST_NAME)):
         logging.info("Building %s from %s.", data_dir, build_input)
-        build(data_dir, build_settings(input=build_input))
+        build(data_dir, build_settings(input=build_input, spm_model=spm_model))
     return load_manifest(data_dir)
 
 
@@ -70,8 +74,12 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
              epochs=1, max_steps=None, steps_per_loop=10, eval_batch_size=16, seed=0,
              clip_norm=0.25, ar_alpha=2.0, tar_beta=1.0, jit_compile=False,
              checkpoint_every_steps=500, keep_checkpoints=3, log_every_steps=50,
-             deterministic=True, mixed_precision=None, schedule=one_cycle):
+             deterministic=True, mixed_precision=None, schedule=one_cycle, init_from=None):
     """Trains (or resumes) an AWD-LSTM LM in `model_dir`; returns final metrics.
+
+    `init_from`: a pretrained model directory or checkpoint to fine-tune (ULMFiT stage 2): the
+    architecture and weights come from it, and the data must be numbered by its SentencePiece
+    model (a missing data_dir is built with it).
 
     `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows.
     `max_steps` stops early (the schedule still spans all `epochs`). `mixed_precision`:
@@ -83,7 +91,11 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     keras.mixed_precision.set_global_policy(mixed_precision or "float32")
     if deterministic:
         tf.config.experimental.enable_op_determinism()  # bit-exact resume
-    manifest = prepare_data(data_dir, build_input)
+    pretrained = load_pretrained_config(model_dir_and_checkpoint(init_from)[0]) \
+        if init_from else None
+    manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path)
+    if pretrained:
+        check_same_vocab(pretrained, manifest.spm_model_path)
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise ValueError(f"train_lm.batch_size={batch_size} must divide by {replicas} replicas.")
@@ -106,7 +118,10 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
                           .cardinality())
     total_steps = epochs * steps_per_epoch
     with strategy.scope():
-        model = language_model(manifest.vocab_size)
+        # Sizes from the pretrained model, dropouts from this config.
+        shape = {k: pretrained.model[k] for k in _SHAPE_KEYS} if pretrained else \
+            {"vocab_size": manifest.vocab_size}
+        model = language_model(**shape)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
         adam = optimizer(*schedule(total_steps), clip_norm, mixed_precision)
         adam.build(model.trainable_variables)
@@ -133,6 +148,9 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         checkpoint.restore(latest).assert_existing_objects_matched()
         logging.info("Resumed from %s: epoch %d, batch %d.", latest, _count(epoch),
                      _count(batch_in_epoch))
+    elif init_from:
+        restore_weights(weights_by_path(model), model_dir_and_checkpoint(init_from)[1])
+        logging.info("Starting from the weights of %s.", init_from)
     writer = (lambda name: tf.summary.create_file_writer(os.path.join(model_dir, name))) \
         if chief else (lambda name: tf.summary.create_noop_writer())
     train_writer, eval_writer = writer("train"), writer("eval")

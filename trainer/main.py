@@ -12,12 +12,22 @@ import gin
 import tensorflow as tf
 
 from data_pipeline.sources import CorpusError
-from trainer import lm_training
+from trainer import downstream_training, lm_training
+from trainer.pretrained import PretrainedModelError
+
+del downstream_training  # imported for its gin configurables
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
 flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
+
+@gin.configurable
+def job(model_dir, trainer=lm_training.train_lm):
+    """What a config trains: the language model (default), or e.g. `job.trainer =
+    @train_classifier` / `@train_tagger` (downstream_training)."""
+    return trainer(model_dir)
+
 
 def main(argv):
     del argv
@@ -26,8 +36,8 @@ def main(argv):
         raise app.UsageError("--model_dir is required.")
     gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
     try:
-        metrics = lm_training.train_lm(FLAGS.model_dir)
-    except (CorpusError, lm_training.NonFiniteLossError) as e:
+        metrics = job(FLAGS.model_dir)
+    except (CorpusError, PretrainedModelError, lm_training.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:

@@ -11,6 +11,7 @@ nothing: Adam's step does not depend on the gradient's scale.
 """
 import keras
 from keras import ops
+import tensorflow as tf
 
 
 class FastaiAdam(keras.optimizers.Optimizer):
@@ -63,7 +64,10 @@ class FastaiAdam(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate * self._factor(variable), dtype)
-        gradient = ops.cast(gradient, dtype)
+        # An embedding lookup's gradient comes as IndexedSlices with one slice per occurrence;
+        # squaring those before summing repeated rows would inflate the second moment's
+        # denominator less than fastai's dense gradient does (Keras' own Adam has this flaw).
+        gradient = ops.cast(tf.convert_to_tensor(gradient), dtype)
         step = ops.cast(self.iterations + 1, dtype)
         mom = ops.cast(self.current_beta_1(), dtype)
         sqr_mom = ops.cast(self.beta_2, dtype)

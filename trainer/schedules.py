@@ -43,3 +43,31 @@ def one_cycle(total_steps, max_lr=2e-3, div=25.0, div_final=1e5, pct_start=0.25,
     """
     lr = CombinedCosine(total_steps, pct_start, max_lr / div, max_lr, max_lr / div_final)
     return lr, CombinedCosine(total_steps, pct_start, *moms)
+
+
+@keras.saving.register_keras_serializable("ulmfit")
+class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+    """ULMFiT's slanted triangular learning rate (Howard & Ruder 2018, eq. 3): a linear rise
+    over the first `cut_frac` of the steps, a linear decay after; the lowest rate is max/ratio."""
+
+    def __init__(self, total_steps, max_lr, cut_frac=0.1, ratio=32.0):
+        self.total_steps, self.max_lr = total_steps, max_lr
+        self.cut_frac, self.ratio = cut_frac, ratio
+
+    def __call__(self, step):
+        t = tf.cast(step, tf.float32)
+        cut = max(math.floor(self.total_steps * self.cut_frac), 1)
+        p = tf.where(t < cut, t / cut,
+                     1 - (t - cut) / max(cut * (1 / self.cut_frac - 1), 1))
+        p = tf.clip_by_value(p, 0.0, 1.0)
+        return self.max_lr * (1 + p * (self.ratio - 1)) / self.ratio
+
+    def get_config(self):
+        return dict(total_steps=self.total_steps, max_lr=self.max_lr, cut_frac=self.cut_frac,
+                    ratio=self.ratio)
+
+
+@gin.configurable
+def stlr(total_steps, max_lr=0.01, cut_frac=0.1, ratio=32.0, beta_1=0.7):
+    """ULMFiT's STLR with Adam's beta_1 fixed (the paper's 0.7). Returns (lr, beta_1)."""
+    return SlantedTriangular(total_steps, max_lr, cut_frac, ratio), beta_1

@@ -1,0 +1,154 @@
+"""Labelled examples for the downstream models: files in, SentencePiece ids and label ids out.
+
+Classification: JSONL, one {"text": ..., "label": ...} per line.
+Tagging: JSONL, one {"tokens": [...], "tags": [...]} per line; or TSV/CoNLL (`.tsv`, `.conll`,
+`.txt`): one word per line, the word in the first column and its tag in the last, a blank line
+between sentences, `-DOCSTART-` lines ignored.
+
+Word-level tags meet SentencePiece pieces here: each word is encoded on its own (as it would be
+inside the sentence, with its leading "▁"), its tag goes on its first piece, and every other
+piece, BOS, EOS and padding get IGNORE, which the loss and the metrics skip. `word_starts` maps
+piece predictions back to words.
+"""
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.sources import CorpusError
+from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+
+IGNORE = -1
+_TAGGING_SUFFIXES = (".tsv", ".conll", ".txt")
+
+
+def _jsonl(path, fields):
+    rows = []
+    with tf.io.gfile.GFile(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{path}:{number}: not JSON ({e.msg}); write one JSON object "
+                                  "per line.") from None
+            missing = [k for k in fields if k not in row]
+            if missing:
+                raise CorpusError(f"{path}:{number}: field {missing[0]!r} is missing; every "
+                                  f"line needs {fields}.")
+            rows.append((number, row))
+    if not rows:
+        raise CorpusError(f"{path}: no examples.")
+    return rows
+
+
+def read_classification(path, text_key="text", label_key="label"):
+    """(texts, labels) of a JSONL file; labels are kept as strings."""
+    rows = _jsonl(path, [text_key, label_key])
+    return [r[text_key] for _, r in rows], [str(r[label_key]) for _, r in rows]
+
+
+def _conll(path):
+    sentences, words, tags = [], [], []
+    with tf.io.gfile.GFile(path) as f:
+        for number, line in enumerate(f, 1):
+            columns = line.split()
+            if not columns or columns[0] == "-DOCSTART-":
+                if words:
+                    sentences.append((words, tags))
+                words, tags = [], []
+                continue
+            if len(columns) < 2:
+                raise CorpusError(f"{path}:{number}: {line.strip()!r} has no tag column; write "
+                                  "`word<TAB>tag`, a blank line between sentences.")
+            words.append(columns[0])
+            tags.append(columns[-1])
+    if words:
+        sentences.append((words, tags))
+    if not sentences:
+        raise CorpusError(f"{path}: no sentences.")
+    return sentences
+
+
+def read_tagging(path, tokens_key="tokens", tags_key="tags"):
+    """[(words, tags)] of a JSONL or TSV/CoNLL file."""
+    if path.endswith(_TAGGING_SUFFIXES):
+        return _conll(path)
+    sentences = []
+    for number, row in _jsonl(path, [tokens_key, tags_key]):
+        if len(row[tokens_key]) != len(row[tags_key]):
+            raise CorpusError(f"{path}:{number}: {len(row[tokens_key])} tokens but "
+                              f"{len(row[tags_key])} tags; give one tag per token.")
+        sentences.append((list(row[tokens_key]), list(row[tags_key])))
+    return sentences
+
+
+def label_vocabulary(labels, outside=None):
+    """Sorted distinct labels; `outside` (e.g. "O") first when given, so it is id 0."""
+    distinct = sorted(set(labels) - {outside})
+    return ([outside] if outside is not None else []) + distinct
+
+
+class PieceEncoder:
+    """Texts and words to ids as the language model saw them: BOS + pieces + EOS."""
+
+    def __init__(self, spm_model_file, max_len):
+        self.processor = load_sentencepiece(spm_model_file)
+        self.max_len = max_len
+
+    def text_ids(self, text):
+        """Longer texts keep their first max_len - 1 ids and EOS is dropped."""
+        return ([SPECIAL_IDS["bos"]] + self.processor.encode(text) + [SPECIAL_IDS["eos"]]
+                )[:self.max_len]
+
+    def word_ids(self, words):
+        """(ids, word_starts): word_starts[k] is the index of word k's first piece, or -1 for
+        words cut off by max_len."""
+        ids, starts = [SPECIAL_IDS["bos"]], []
+        for pieces in self.processor.encode(list(words)):
+            starts.append(len(ids) if len(ids) < self.max_len - 1 else -1)
+            ids.extend(pieces)
+        ids = ids[:self.max_len - 1] + [SPECIAL_IDS["eos"]]
+        return ids, starts
+
+
+def align_labels(word_labels, word_starts, length):
+    """Per-piece label ids: a word's label on its first piece, IGNORE everywhere else."""
+    labels = np.full(length, IGNORE, np.int32)
+    for label, start in zip(word_labels, word_starts):
+        if start >= 0:
+            labels[start] = label
+    return labels
+
+
+def word_predictions(piece_predictions, word_starts, missing=0):
+    """Per-word predictions read off each word's first piece (`missing` for cut-off words)."""
+    return [piece_predictions[s] if s >= 0 else missing for s in word_starts]
+
+
+def pad_rows(rows, value, length=None):
+    """A [len(rows), length] int32 array, right-padded with `value` (length: the longest)."""
+    length = length or max(len(r) for r in rows)
+    out = np.full((len(rows), length), value, np.int32)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row[:length]
+    return out
+
+
+def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None):
+    """A tf.data pipeline of right-padded (ids [batch, time], targets) batches.
+
+    `targets`: one int per row (classification) or one list per row, padded with `target_pad`
+    (tagging). `shuffle_seed`: reshuffle every epoch from this seed; None keeps the order.
+    """
+    per_token = target_pad is not None
+    signature = (tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([None] if per_token else [], tf.int32))
+    dataset = tf.data.Dataset.from_generator(lambda: zip(ids, targets),
+                                             output_signature=signature).apply(
+        tf.data.experimental.assert_cardinality(len(ids)))  # so Keras knows an epoch's steps
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
+    pads = (SPECIAL_IDS["pad"], target_pad if per_token else 0)
+    return dataset.padded_batch(batch_size, padding_values=pads).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,226 @@
+"""ULMFiT downstream: pooling, label alignment, the fine-tuning recipe, classifier and tagger."""
+import inspect
+import json
+import os
+
+import gin
+import keras
+import numpy as np
+import pytest
+import sentencepiece as spm
+import tensorflow as tf
+
+from data_pipeline import labeled_data as data
+from data_pipeline.demo_tasks import classification_examples, tag_words
+from data_pipeline.sources import CorpusError
+from trainer.downstream_training import train_classifier, train_tagger
+from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
+                                 unfreeze_last)
+from trainer.models.pooling_classifier import masked_concat_pool
+from trainer.optimizer import FastaiAdam
+from trainer.pretrained import PretrainedModelError
+from trainer.schedules import SlantedTriangular
+from trainer.span_f1 import span_f1
+from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.ulmfit_tagger import ulmfit_sequence_tagger
+
+NO_DROPOUT = dict(hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
+
+
+def tiny_classifier(num_layers=3):
+    model, _ = ulmfit_classifier(num_classes=3, vocab_size=30, emb_size=6, hidden_size=10,
+                                 num_layers=num_layers, output_p=0.0, ps=(0.0,), **NO_DROPOUT)
+    return model
+
+
+def test_pooling_ignores_padding():
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(2, 6, 4)).astype(np.float32)
+    hidden[0, 4:] = 1e3  # whatever the encoder put on padding must not matter
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    pooled = masked_concat_pool(tf.constant(hidden), tf.constant(mask)).numpy()
+    for row, length in ((0, 4), (1, 6)):
+        tokens = hidden[row, :length]
+        expected = np.concatenate([tokens[-1], tokens.max(0), tokens.mean(0)])
+        np.testing.assert_allclose(pooled[row], expected, rtol=1e-6)
+
+
+def test_label_alignment_round_trip(pretrained_lm):
+    spm_model = os.path.join(pretrained_lm[0], "spm.model")
+    words = ["the", "unpredictable", "tokens", "carries", "context"]
+    labels = [0, 2, 1, 0, 3]
+    encoder = data.PieceEncoder(spm_model, max_len=64)
+    ids, starts = encoder.word_ids(words)
+    assert len(ids) > len(words) + 2  # some word became several pieces
+    assert encoder.processor.decode(ids[1:-1]) == " ".join(words)
+    piece_labels = data.align_labels(labels, starts, len(ids))
+    assert (piece_labels != data.IGNORE).sum() == len(words)
+    assert data.word_predictions(piece_labels, starts) == labels
+    short_ids, short_starts = data.PieceEncoder(spm_model, max_len=6).word_ids(words)
+    assert len(short_ids) == 6 and short_ids[-1] == 3  # cut, EOS kept
+    assert short_starts[-1] == -1 and data.word_predictions(
+        data.align_labels(labels, short_starts, 6), short_starts, missing=9)[-1] == 9
+
+
+def test_discriminative_rates_scale_each_groups_update():
+    model = tiny_classifier()
+    groups = layer_groups(model)
+    assert len(groups) == 5  # embedding, 3 LSTMs, head
+    adam = FastaiAdam(1e-2, 0.9, weight_decay=None, epsilon=1e-12,
+                      lr_factors=discriminative_lr_factors(groups, 2.6))
+    ids = tf.constant(np.random.default_rng(0).integers(4, 30, (4, 7)), tf.int32)
+    before = [[v.numpy() for layer in g for v in layer.trainable_weights] for g in groups]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(ids, training=True)))
+    adam.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                             model.trainable_variables))
+    for k, group in enumerate(groups):
+        after = [v.numpy() for layer in group for v in layer.trainable_weights]
+        step = max(np.abs(a - b).max() for a, b in zip(after, before[k]))
+        # Adam's first step moves every weight with a gradient by lr * factor.
+        np.testing.assert_allclose(step, 1e-2 / 2.6 ** (4 - k), rtol=1e-3)
+
+
+class _ChangedGroups(keras.callbacks.Callback):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups, self.changed = groups, []
+
+    def _values(self):
+        return [[v.numpy().copy() for layer in g for v in layer.weights if "moving" not in v.path]
+                for g in self.groups]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = self._values()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.changed.append([k for k, (a, b) in enumerate(zip(self.start, self._values()))
+                             if any(not np.array_equal(x, y) for x, y in zip(a, b))])
+
+
+def test_gradual_unfreezing_trains_the_last_groups_first():
+    model = tiny_classifier(num_layers=2)
+    groups = layer_groups(model)
+    adam = FastaiAdam(1e-2, 0.9)
+    adam.build(model.trainable_variables)
+    model.compile(adam, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)
+    recorder = _ChangedGroups(groups)
+    model.fit(x, y, batch_size=4, epochs=4, verbose=0,
+              callbacks=[GradualUnfreezing(groups), recorder])
+    assert recorder.changed == [[3], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
+    unfreeze_last(groups, 1)
+    frozen = {v.path for g in groups[:-1] for layer in g for v in layer.weights}
+    assert not frozen & {v.path for v in model.trainable_variables}
+
+
+def test_stlr_rises_then_decays_to_a_32nd():
+    schedule = SlantedTriangular(total_steps=100, max_lr=0.32, cut_frac=0.1, ratio=32)
+    lrs = np.array([float(schedule(t)) for t in range(101)])
+    assert lrs[0] == pytest.approx(0.01) and lrs[10] == pytest.approx(0.32)
+    assert lrs[100] == pytest.approx(0.01)
+    assert np.all(np.diff(lrs[:11]) > 0) and np.all(np.diff(lrs[10:]) < 0)
+
+
+def test_span_f1_counts_whole_spans():
+    truth = [["B-ARG", "O", "B-ARG", "I-ARG"], ["O", "B-ARG"]]
+    predicted = [["B-ARG", "O", "B-ARG", "O"], ["O", "B-ARG"]]
+    scores = span_f1(truth, predicted)  # 2 of 3 predicted spans are right, of 3 true spans
+    assert scores["precision"] == pytest.approx(2 / 3)
+    assert scores["recall"] == pytest.approx(2 / 3)
+
+
+def test_tagger_signature_is_the_seeds():
+    parameters = inspect.signature(ulmfit_sequence_tagger).parameters
+    assert [(p.name, p.kind, p.default) for p in parameters.values()] == [
+        ("num_classes", inspect.Parameter.KEYWORD_ONLY, 3),
+        ("pretrained_weights", inspect.Parameter.KEYWORD_ONLY, None),
+        ("fixed_seq_len", inspect.Parameter.KEYWORD_ONLY, None),
+        ("spm_model_file", inspect.Parameter.KEYWORD_ONLY, None),
+        ("also_return_spm_encoder", inspect.Parameter.KEYWORD_ONLY, False)]
+
+
+def test_tagger_loads_pretrained_weights_and_refuses_another_vocabulary(pretrained_lm,
+                                                                        tmp_path):
+    model_dir = pretrained_lm[0]
+    tagger, spm_encoder = ulmfit_sequence_tagger(
+        num_classes=3, pretrained_weights=model_dir, fixed_seq_len=16,
+        spm_model_file=os.path.join(model_dir, "spm.model"), also_return_spm_encoder=True)
+    lines = []
+    tagger.summary(print_fn=lines.append)
+    assert "tagger_head" in "\n".join(lines)
+    probabilities = tagger(spm_encoder(tf.constant(["the model reads", "tokens"]))).numpy()
+    assert probabilities.shape == (2, 16, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    other = str(tmp_path / "other")
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["a completely different text"] * 50),
+                                   model_prefix=other, vocab_size=20, unk_id=0, pad_id=1,
+                                   bos_id=2, eos_id=3, minloglevel=2)
+    with pytest.raises(PretrainedModelError, match=rf"{other}\.model.*{model_dir}"):
+        ulmfit_sequence_tagger(pretrained_weights=model_dir, spm_model_file=f"{other}.model")
+
+
+def test_readers_name_the_bad_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": "no label"}\n')
+    with pytest.raises(CorpusError, match=r"bad\.jsonl:2: field 'label' is missing"):
+        data.read_classification(str(bad))
+    uneven = tmp_path / "uneven.jsonl"
+    uneven.write_text('{"tokens": ["a", "b"], "tags": ["O"]}\n')
+    with pytest.raises(CorpusError, match=r"uneven\.jsonl:1: 2 tokens but 1 tags"):
+        data.read_tagging(str(uneven))
+    conll = tmp_path / "train.conll"
+    conll.write_text("-DOCSTART- O\n\nEU NNP B-ORG\nrejects VBZ O\n\nPeter B-PER\nBlackburn\n")
+    with pytest.raises(CorpusError, match=r"train\.conll:7: 'Blackburn' has no tag column"):
+        data.read_tagging(str(conll))
+    conll.write_text("EU\tB-ORG\nrejects\tO\n\nPeter\tB-PER\n")
+    assert data.read_tagging(str(conll)) == [(["EU", "rejects"], ["B-ORG", "O"]),
+                                             (["Peter"], ["B-PER"])]
+
+
+def test_demo_tasks_come_from_the_code():
+    assert tag_words(["Return", "`key`", "or", "default."], {"key", "default"}) == [
+        "O", "B-ARG", "O", "B-ARG"]
+    examples = classification_examples()
+    train_labels = {e["label"] for e in examples["train"]}
+    assert 15 <= len(train_labels) <= 20
+    for split in ("valid", "test"):  # the classifier has a class for every label it meets
+        assert examples[split] and {e["label"] for e in examples[split]} <= train_labels
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_recipe():
+    with gin.unlock_config():
+        gin.parse_config(["stlr.max_lr = 1e-2", "fit_recipe.clip_norm = 0.25"])
+    yield
+    gin.clear_config()
+
+
+def test_classifier_and_tagger_fit_on_tiny_data(pretrained_lm, tmp_path, tiny_recipe):
+    rng = np.random.default_rng(0)
+    words = "the model reads tokens and predicts next one while hidden state carries".split()
+    texts = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(24)]
+    rows = [{"text": t, "label": "model" if "model" in t else "other"} for t in texts]
+    files = {s: _write_jsonl(tmp_path / f"c-{s}.jsonl", rows) for s in ("train", "valid", "test")}
+    metrics = train_classifier(str(tmp_path / "classifier"), pretrained=pretrained_lm[0],
+                               files=files, epochs=2, batch_size=8, max_len=16)
+    assert metrics["labels"] == ["model", "other"] and 0 <= metrics["test_accuracy"] <= 1
+    assert tf.io.gfile.exists(str(tmp_path / "classifier" / "metrics.json"))
+
+    sentences = [t.split() for t in texts]
+    tags = [["B-DET" if w == "the" else "O" for w in s] for s in sentences]
+    conll = tmp_path / "t-train.conll"
+    conll.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(s, ts))
+                                 for s, ts in zip(sentences, tags)) + "\n")
+    jsonl = _write_jsonl(tmp_path / "t.jsonl", [{"tokens": s, "tags": t}
+                                                for s, t in zip(sentences, tags)])
+    metrics = train_tagger(str(tmp_path / "tagger"), pretrained=pretrained_lm[0],
+                           files={"train": str(conll), "valid": jsonl, "test": jsonl},
+                           from_scratch=True, epochs=2, batch_size=8, max_len=24)
+    assert metrics["tags"] == ["O", "B-DET"] and 0 <= metrics["test_f1"] <= 1
