@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from data_pipeline.build import BuildSettings, build
-from model_flops import flops_per_token  # same directory
+from model_flops import flops_per_token, matmul_peak  # same directory
 from data_pipeline.lm_dataset import lm_dataset
 from trainer.lm_task import LanguageModelTask, token_cross_entropy
 from trainer.models.language_model import AWDLSTMLanguageModel
@@ -32,16 +32,6 @@ flags.DEFINE_integer("steps", 8, "Timed steps per row (after 2 warm-up steps).")
 flags.DEFINE_string("data_dir", os.path.join(tempfile.gettempdir(), "ulmfit_pydocs"),
                     "pydocs data directory (built if absent) for the input-pipeline row.")
 FLAGS = flags.FLAGS
-
-
-def matmul_peak(n=2048, repeats=10):
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    matmul()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul().numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def _time_steps(step, batch, steps):

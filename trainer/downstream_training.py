@@ -45,7 +45,7 @@ def _encoder_source(pretrained, from_scratch):
     model_dir, _ = model_dir_and_checkpoint(pretrained)
     config = load_pretrained_config(model_dir)
     if from_scratch:  # same architecture and vocabulary, random weights
-        return None, dict(config.model), config.spm_model_path
+        return None, config.shape, config.spm_model_path
     return pretrained, {}, config.spm_model_path
 
 

@@ -26,7 +26,6 @@ from trainer.strategies import make_strategy
 
 language_model = gin.external_configurable(AWDLSTMLanguageModel, "AWDLSTMLanguageModel")
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
-_SHAPE_KEYS = ("vocab_size", "emb_size", "hidden_size", "num_layers", "pad_id")
 
 
 @gin.configurable
@@ -119,8 +118,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     total_steps = epochs * steps_per_epoch
     with strategy.scope():
         # Sizes from the pretrained model, dropouts from this config.
-        shape = {k: pretrained.model[k] for k in _SHAPE_KEYS} if pretrained else \
-            {"vocab_size": manifest.vocab_size}
+        shape = pretrained.shape if pretrained else {"vocab_size": manifest.vocab_size}
         model = language_model(**shape)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
         adam = optimizer(*schedule(total_steps), clip_norm, mixed_precision)

@@ -16,6 +16,8 @@ from trainer.models.language_model import AWDLSTMLanguageModel
 
 LM_CONFIG_NAME = "lm_config.json"
 SPM_NAME = "spm.model"
+# What fixes the weights' shapes; the rest of a model config (dropouts) is free to change.
+SHAPE_KEYS = ("vocab_size", "emb_size", "hidden_size", "num_layers", "pad_id")
 
 
 class PretrainedModelError(ValueError):
@@ -32,6 +34,11 @@ class PretrainedConfig:
     @property
     def spm_model_path(self) -> str:
         return os.path.join(self.directory, SPM_NAME)
+
+    @property
+    def shape(self) -> dict:
+        """The architecture without the regularization: same weights, other dropouts."""
+        return {k: self.model[k] for k in SHAPE_KEYS}
 
 
 def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids):

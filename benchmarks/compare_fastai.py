@@ -1,0 +1,159 @@
+"""Our AWD-LSTM LM train step against fastai's, side by side in one run.
+
+  pip install -e '.[fastai]'          # or, CPU only: bash .ci/install_fastai
+  python benchmarks/compare_fastai.py [--rounds=4 --steps=4 --threads=2]
+
+Both frameworks train the same language model (fastai's awd_lstm_lm_config: emb 400, hidden
+1152 x 3, weight_p 0.2 and the other dropouts, tied decoder), on the same random ids (vocab
+8000, batch 32, bptt 70), with fastai's Adam (decoupled weight decay 0.01), AR 2 / TAR 1,
+gradient clipping 0.25 and the hidden state carried between steps. fastai's step is written as
+its Learner runs it (model, RNNRegularizer's loss, clip, opt.step) without the Learner's
+callback overhead, so it is a slightly faster reference than fastai itself.
+
+Each framework runs in its own worker process (so each has its own peak RSS and thread pool);
+the parent alternates timed rounds between them, so both see the same machine load, and
+measures the fp32 matmul peak in the same run for MFU.
+"""
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from model_flops import flops_per_token, matmul_peak  # same directory
+
+flags.DEFINE_integer("rounds", 4, "Timed rounds per framework, alternating.")
+flags.DEFINE_integer("steps", 4, "Train steps per round.")
+flags.DEFINE_integer("threads", os.cpu_count(), "Threads for both frameworks' math.")
+flags.DEFINE_integer("batch_size", 32, "Rows per step.")
+flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
+flags.DEFINE_integer("vocab_size", 8000, "Vocabulary.")
+flags.DEFINE_string("worker", None, "Internal: run as the `ours` or `fastai` worker.")
+FLAGS = flags.FLAGS
+
+EMB, HIDDEN = 400, 1152
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fastai_step():
+    import torch  # pylint: disable=g-import-not-at-top
+    from fastai.optimizer import Adam  # pylint: disable=g-import-not-at-top
+    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config  # pylint: disable=g-import-not-at-top
+    from fastai.text.models.core import get_language_model  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(0)
+    model = get_language_model(AWD_LSTM, FLAGS.vocab_size, dict(awd_lstm_lm_config))
+    model.train()
+    model.reset()
+    opt = Adam(list(model.parameters()), lr=1e-3, mom=0.7, sqr_mom=0.99, eps=1e-5, wd=0.01)
+    ids = torch.randint(0, FLAGS.vocab_size, (FLAGS.batch_size, FLAGS.bptt + 1))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        logits, raw, dropped = model(inputs)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, FLAGS.vocab_size),
+                                                 targets.reshape(-1))
+        loss = loss + 2.0 * dropped.float().pow(2).mean() \
+            + 1.0 * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+        opt.zero_grad()
+        return float(loss)
+    return step
+
+
+def _our_step():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from trainer.lm_task import LanguageModelTask  # pylint: disable=g-import-not-at-top
+    from trainer.models.language_model import AWDLSTMLanguageModel  # pylint: disable=g-import-not-at-top
+    from trainer.optimizer import FastaiAdam  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    ids = tf.random.stateless_uniform([FLAGS.batch_size, FLAGS.bptt + 1], [0, 1], 0,
+                                      FLAGS.vocab_size, tf.int32)
+    batch = (ids[:, :-1], ids[:, 1:])
+    with strategy.scope():
+        model = AWDLSTMLanguageModel(FLAGS.vocab_size, emb_size=EMB, hidden_size=HIDDEN)
+        model(batch[0])
+        adam = FastaiAdam(1e-3, 0.7, 0.99, 1e-5, 0.01, gradients_reduced=True,
+                          global_clipnorm=0.25)
+        adam.exclude_from_weight_decay(var_names=["bias"])
+        adam.build(model.trainable_variables)
+    task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size)
+    data = iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).repeat()))
+    return lambda: float(task.train_loop(data, tf.constant(1))[0])
+
+
+def worker(kind):
+    """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
+    step = _our_step() if kind == "ours" else _fastai_step()
+    before = _rss_mb()
+    for _ in range(2):
+        step()
+    print(f"ready {before:.0f}", flush=True)
+    for line in sys.stdin:
+        start = time.perf_counter()
+        for _ in range(int(line)):
+            step()
+        print(f"{time.perf_counter() - start:.6f} {_rss_mb():.0f}", flush=True)
+
+
+def main(argv):
+    if FLAGS.worker:
+        return worker(FLAGS.worker)
+    del argv
+    passed = [f"--{k}={getattr(FLAGS, k)}" for k in ("threads", "batch_size", "bptt",
+                                                      "vocab_size")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(here), here]),
+           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    workers = {}
+    for kind in ("ours", "fastai"):  # started one after the other: each warms up alone
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), f"--worker={kind}",
+                                 *passed], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, env=env)
+        ready = proc.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            sys.exit(f"the {kind} worker failed to start (see its error above)")
+        workers[kind] = (proc, float(ready[1]))
+    seconds = {kind: 0.0 for kind in workers}
+    peak_rss = {}
+    for _ in range(FLAGS.rounds):
+        for kind, (proc, _) in workers.items():
+            proc.stdin.write(f"{FLAGS.steps}\n")
+            proc.stdin.flush()
+            elapsed, rss = proc.stdout.readline().split()
+            seconds[kind] += float(elapsed)
+            peak_rss[kind] = float(rss)
+    for proc, _ in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    peak = matmul_peak()
+    per_token = flops_per_token(FLAGS.vocab_size, EMB, HIDDEN)
+    tokens = FLAGS.rounds * FLAGS.steps * FLAGS.batch_size * FLAGS.bptt
+    rate = {kind: tokens / s for kind, s in seconds.items()}
+    print(f"\nAWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
+          f"bptt {FLAGS.bptt}, {FLAGS.threads} threads; {per_token / 1e6:.1f} MFLOP/token; "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s; {FLAGS.rounds} x {FLAGS.steps} steps each")
+    # Step memory: the peak RSS beyond what the process held before its first step (model,
+    # optimizer state and framework), i.e. activations, gradients and workspace of a step.
+    step_mb = {kind: peak_rss[kind] - workers[kind][1] for kind in workers}
+    print(f"{'train step':<16} {'tokens/s':>9} {'vs fastai':>9} {'MFU':>6} "
+          f"{'peak RSS MB':>12} {'vs fastai':>9} {'step MB':>8} {'vs fastai':>9}")
+    for kind, label in (("ours", "ours (TF)"), ("fastai", "fastai (torch)")):
+        print(f"{label:<16} {rate[kind]:>9,.0f} {rate[kind] / rate['fastai']:>8.2f}x "
+              f"{rate[kind] * per_token / peak:>6.2f} {peak_rss[kind]:>12,.0f} "
+              f"{peak_rss[kind] / peak_rss['fastai']:>8.2f}x {step_mb[kind]:>8,.0f} "
+              f"{step_mb[kind] / step_mb['fastai']:>8.2f}x")
+
+
+if __name__ == "__main__":
+    app.run(main)
