@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from data_pipeline.sources import CorpusError
 from trainer import downstream_training, lm_training
+from trainer.allocator import keep_freed_memory
 from trainer.pretrained import PretrainedModelError
 
 del downstream_training  # imported for its gin configurables
@@ -23,9 +24,12 @@ flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2
 flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
 
 @gin.configurable
-def job(model_dir, trainer=lm_training.train_lm):
+def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
     """What a config trains: the language model (default), or e.g. `job.trainer =
-    @train_classifier` / `@train_tagger` (downstream_training)."""
+    @train_classifier` / `@train_tagger` (downstream_training). `reuse_freed_memory`: see
+    trainer/allocator.py (about 25% faster LM steps on CPU)."""
+    if reuse_freed_memory:
+        keep_freed_memory()
     return trainer(model_dir)
 
 
