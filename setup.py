@@ -1,6 +1,8 @@
 """AWD-LSTM / ULMFiT pretraining and fine-tuning on TensorFlow 2."""
 from setuptools import find_packages, setup
 
+FASTAI = ["torch>=2.4,<3", "fastai>=2.7,<2.9"]
+
 setup(
     name="tf2-ulmfit",
     version="0.1.0",
@@ -30,8 +32,9 @@ setup(
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.
         "tpu": ["cloud-tpu-client>=0.10"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        # Weight exchange with fastai (trainer.convert_fastai) and the side-by-side benchmark.
-        # Never in the core install: torch is large and only these tools need it.
-        "fastai": ["torch>=2.4,<3", "fastai>=2.7,<2.9"],
+        # Weight exchange with fastai (trainer.convert_fastai) and the side-by-side benchmark
+        # (benchmarks/compare_fastai.py). Never in the core install: only these tools need torch.
+        "fastai": FASTAI,
+        "bench": FASTAI,
     },
 )
