@@ -13,7 +13,7 @@ import tensorflow as tf
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import classification_examples, tag_words
 from data_pipeline.sources import CorpusError
-from trainer.downstream_training import train_classifier, train_tagger
+from trainer.downstream_training import TokensPerSecond, train_classifier, train_tagger
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
 from trainer.models.pooling_classifier import masked_concat_pool
@@ -107,9 +107,10 @@ def test_gradual_unfreezing_trains_the_last_groups_first():
     rng = np.random.default_rng(0)
     x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)
     recorder = _ChangedGroups(groups)
-    model.fit(x, y, batch_size=4, epochs=4, verbose=0,
-              callbacks=[GradualUnfreezing(groups), recorder])
+    history = model.fit(x, y, batch_size=4, epochs=4, verbose=0,
+                        callbacks=[GradualUnfreezing(groups), recorder, TokensPerSecond(40)])
     assert recorder.changed == [[3], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
+    assert len(history.history["tokens_per_s"]) == 4 and min(history.history["tokens_per_s"]) > 0
     unfreeze_last(groups, 1)
     frozen = {v.path for g in groups[:-1] for layer in g for v in layer.weights}
     assert not frozen & {v.path for v in model.trainable_variables}

@@ -8,6 +8,7 @@ same recipe, from random weights: the baseline that pretraining has to beat.
 """
 import json
 import os
+import time
 
 import gin
 import keras
@@ -52,7 +53,7 @@ def _encoder_source(pretrained, from_scratch):
 @gin.configurable
 def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,
                discriminative_factor=2.6, gradual_unfreezing=True, clip_norm=0.25,
-               weight_decay=0.01, metrics=(), model_dir=None):
+               weight_decay=0.01, metrics=(), model_dir=None, tokens_per_epoch=None):
     """Compiles `model` with ULMFiT's optimizer settings and fits it; returns the history."""
     groups = layer_groups(model)
     factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)
@@ -63,12 +64,31 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
     callbacks = [GradualUnfreezing(groups)] if gradual_unfreezing else []
+    if tokens_per_epoch:
+        callbacks.append(TokensPerSecond(tokens_per_epoch))
     if model_dir:
         callbacks.append(keras.callbacks.TensorBoard(model_dir, update_freq=10))
     history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
                         shuffle=False, verbose=2)  # `train` reshuffles itself
     unfreeze_last(groups, len(groups))
     return history
+
+
+class TokensPerSecond(keras.callbacks.Callback):
+    """Adds `tokens_per_s` (training tokens, padding excluded) to each epoch's log line."""
+
+    def __init__(self, tokens_per_epoch):
+        super().__init__()
+        self.tokens_per_epoch = tokens_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.end = time.perf_counter()  # validation runs after the last batch; not counted
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["tokens_per_s"] = self.tokens_per_epoch / (self.end - self.start)
 
 
 def _save(model_dir, model, metrics):
@@ -97,13 +117,17 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     keras.utils.set_random_seed(seed)
     weights, architecture, spm_model = _encoder_source(pretrained, from_scratch)
     encoder = data.PieceEncoder(spm_model, max_len)
-    texts, labels = data.read_classification(files["train"])
-    vocabulary = data.label_vocabulary(labels)
+
+    def encoded(split):
+        texts, labels = data.read_classification(files[split])
+        return [encoder.text_ids(t) for t in texts], labels
+
+    train_ids, train_labels = encoded("train")
+    vocabulary = data.label_vocabulary(train_labels)
 
     def dataset(split, shuffle_seed=None):
-        texts, labels = data.read_classification(files[split])
-        return data.labelled_dataset([encoder.text_ids(t) for t in texts],
-                                     _label_ids(labels, vocabulary, files[split]),
+        ids, labels = (train_ids, train_labels) if split == "train" else encoded(split)
+        return data.labelled_dataset(ids, _label_ids(labels, vocabulary, files[split]),
                                      batch_size, shuffle_seed=shuffle_seed)
 
     with make_strategy().scope():
@@ -111,7 +135,8 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
                                      spm_model_file=spm_model, **architecture)
         fit_recipe(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    dataset("train", seed), dataset("valid"), epochs,
-                   -(-len(texts) // batch_size), metrics=["accuracy"], model_dir=model_dir)
+                   -(-len(train_ids) // batch_size), metrics=["accuracy"], model_dir=model_dir,
+                   tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"labels": vocabulary, "from_scratch": from_scratch}
     for split in ("valid", "test"):
         metrics[f"{split}_accuracy"] = float(model.evaluate(dataset(split), verbose=0,
@@ -143,7 +168,7 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
     vocabulary = data.label_vocabulary([t for _, tags in sentences["train"] for t in tags],
                                        outside_tag)
 
-    def dataset(split, shuffle_seed=None):
+    def encoded(split):
         ids, labels, starts = [], [], []
         for words, tags in sentences[split]:
             row, word_starts = encoder.word_ids(words)
@@ -151,19 +176,24 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
             labels.append(data.align_labels(_label_ids(tags, vocabulary, files[split]),
                                             word_starts, len(row)))
             starts.append(word_starts)
-        return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed), starts
+        return ids, labels, starts
 
+    def dataset(ids, labels, shuffle_seed=None):
+        return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed)
+
+    train_ids, train_labels, _ = encoded("train")
     with make_strategy().scope():
         _, encoder_num, _, _ = tf2_ulmfit_encoder(pretrained_weights=weights,
                                                   spm_model_file=spm_model, **architecture)
         model = tagger_head(encoder_num, len(vocabulary))
         fit_recipe(model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
-                   dataset("train", seed)[0], dataset("valid")[0], epochs,
-                   -(-len(sentences["train"]) // batch_size), model_dir=model_dir)
+                   dataset(train_ids, train_labels, seed), dataset(*encoded("valid")[:2]),
+                   epochs, -(-len(train_ids) // batch_size), model_dir=model_dir,
+                   tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"tags": vocabulary, "from_scratch": from_scratch}
     for split in ("valid", "test"):
-        batches, starts = dataset(split)
-        predicted = _predicted_tags(model, batches, starts, vocabulary, batch_size)
+        ids, labels, starts = encoded(split)
+        predicted = _predicted_tags(model, dataset(ids, labels), starts, vocabulary, batch_size)
         truth = [tags for _, tags in sentences[split]]  # words cut off by max_len count as O
         metrics.update({f"{split}_{k}": v for k, v in span_f1(truth, predicted).items()})
     return _save(model_dir, model, metrics)
