@@ -98,7 +98,7 @@ class PieceEncoder:
         self.max_len = max_len
 
     def text_ids(self, text):
-        """Longer texts keep their first max_len - 1 ids and EOS is dropped."""
+        """A longer text keeps BOS and its first max_len - 1 pieces; its EOS is dropped."""
         return ([SPECIAL_IDS["bos"]] + self.processor.encode(text) + [SPECIAL_IDS["eos"]]
                 )[:self.max_len]
 
