@@ -23,6 +23,7 @@ flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
 flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
 
+
 @gin.configurable
 def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
     """What a config trains: the language model (default), or e.g. `job.trainer =
