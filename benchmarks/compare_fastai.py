@@ -47,7 +47,8 @@ def _rss_mb():
 def _fastai_step():
     import torch  # pylint: disable=g-import-not-at-top
     from fastai.optimizer import Adam  # pylint: disable=g-import-not-at-top
-    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config
     from fastai.text.models.core import get_language_model  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(FLAGS.threads)
     torch.manual_seed(0)
@@ -75,7 +76,8 @@ def _fastai_step():
 def _our_step():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from trainer.lm_task import LanguageModelTask  # pylint: disable=g-import-not-at-top
-    from trainer.models.language_model import AWDLSTMLanguageModel  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from trainer.models.language_model import AWDLSTMLanguageModel
     from trainer.optimizer import FastaiAdam  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)

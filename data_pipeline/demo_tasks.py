@@ -19,6 +19,7 @@ from absl import app, flags
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
+from data_pipeline.build import BuildSettings
 from data_pipeline.pydocs import stdlib_docstrings
 from data_pipeline.sources import SPLITS, split_of
 
@@ -29,7 +30,8 @@ _PUNCTUATION = "`'\".,:;()[]{}*"
 
 
 def _pydocs_split(doc):
-    return split_of(doc.module, 0.05, 0.05)  # the builtin:pydocs source's split
+    """The split `python -m data_pipeline.build --input=builtin:pydocs` puts `doc` in."""
+    return split_of(doc.module, BuildSettings.valid_fraction, BuildSettings.test_fraction)
 
 
 def _library_docstrings():

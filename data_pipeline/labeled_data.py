@@ -127,15 +127,6 @@ def word_predictions(piece_predictions, word_starts, missing=0):
     return [piece_predictions[s] if s >= 0 else missing for s in word_starts]
 
 
-def pad_rows(rows, value, length=None):
-    """A [len(rows), length] int32 array, right-padded with `value` (length: the longest)."""
-    length = length or max(len(r) for r in rows)
-    out = np.full((len(rows), length), value, np.int32)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row[:length]
-    return out
-
-
 def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None):
     """A tf.data pipeline of right-padded (ids [batch, time], targets) batches.
 

@@ -10,7 +10,8 @@ from trainer.pretrained import PretrainedModelError, load_language_model, weight
 def finetune(model_dir, data_dir, init_from, build_input=None, max_lr=1e-2):
     from trainer.lm_training import train_lm  # pylint: disable=g-import-not-at-top
     with gin.unlock_config():
-        gin.parse_config([f"train_lm.data_dir = '{data_dir}'", f"train_lm.init_from = '{init_from}'",
+        gin.parse_config([f"train_lm.data_dir = '{data_dir}'",
+                          f"train_lm.init_from = '{init_from}'",
                           f"train_lm.build_input = {build_input!r}", "train_lm.batch_size = 4",
                           "train_lm.bptt = 10", "train_lm.max_steps = 1",
                           "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1",

@@ -22,17 +22,16 @@ import re
 
 from absl import app, flags
 import numpy as np
-import sentencepiece as spm
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
+from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 
 from trainer.pretrained import (PretrainedModelError, load_language_model,
                                 model_dir_and_checkpoint, weights_by_path,
                                 write_pretrained_config)
 
 _LAYER_KEY = re.compile(r"rnns\.(\d+)\.")
-_SPECIAL_IDS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
 
 
 def _strip(key):
@@ -121,19 +120,12 @@ def save_state_dict(state_dict, path):
 
 
 def check_spm_model(spm_model_file, vocab_size, state_dict_path):
-    """The SentencePiece model must number pieces as the weights' rows and as we do."""
-    with tf.io.gfile.GFile(spm_model_file, "rb") as f:
-        processor = spm.SentencePieceProcessor(model_proto=f.read())
-    found = {"unk": processor.unk_id(), "pad": processor.pad_id(), "bos": processor.bos_id(),
-             "eos": processor.eos_id()}
-    if found != _SPECIAL_IDS:
+    """The SentencePiece model must number pieces as we do (load_sentencepiece checks the
+    special ids) and have one piece per row of the weights' embedding."""
+    pieces = load_sentencepiece(spm_model_file).get_piece_size()
+    if pieces != vocab_size:
         raise PretrainedModelError(
-            f"{spm_model_file}: special ids {found}, but this project's models use "
-            f"{_SPECIAL_IDS}. Retrain the SentencePiece model with unk_id=0 pad_id=1 bos_id=2 "
-            "eos_id=3 (and the LM on it), or remap the embedding rows before importing.")
-    if processor.get_piece_size() != vocab_size:
-        raise PretrainedModelError(
-            f"{spm_model_file} has {processor.get_piece_size()} pieces but the embedding of "
+            f"{spm_model_file} has {pieces} pieces but the embedding of "
             f"{state_dict_path} has {vocab_size} rows: pass the SentencePiece model the "
             "weights were trained with.")
 
@@ -148,7 +140,7 @@ def import_fastai(state_dict_path, spm_model_file, output_dir):
     variables = lambda arrays: tf.train.Checkpoint(
         **{k: tf.Variable(v) for k, v in arrays.items()})
     checkpoint = tf.train.Checkpoint(model=variables(weights), fastai_biases=variables(biases))
-    write_pretrained_config(output_dir, config, spm_model_file, _SPECIAL_IDS)
+    write_pretrained_config(output_dir, config, spm_model_file, SPECIAL_IDS)
     # CheckpointManager writes the `checkpoint` index last: a killed import leaves no valid dir.
     tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=1).save(checkpoint_number=0)
     return output_dir

@@ -18,6 +18,7 @@ import tensorflow as tf
 from data_pipeline import labeled_data as data
 from data_pipeline.atomic_files import write_atomically
 from data_pipeline.demo_tasks import write_demo_tasks
+from data_pipeline.sources import SPLITS
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
 from trainer.optimizer import FastaiAdam
@@ -34,8 +35,7 @@ from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 @gin.configurable
 def demo_task_files(task, directory="/tmp/ulmfit_demo_tasks"):
     """{split: path} of a demo task ("classify" or "tag"), written on first use."""
-    files = {split: os.path.join(directory, f"{task}-{split}.jsonl")
-             for split in ("train", "valid", "test")}
+    files = {split: os.path.join(directory, f"{task}-{split}.jsonl") for split in SPLITS}
     if not all(tf.io.gfile.exists(f) for f in files.values()):
         write_demo_tasks(directory)
     return files
@@ -122,11 +122,12 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
         texts, labels = data.read_classification(files[split])
         return [encoder.text_ids(t) for t in texts], labels
 
-    train_ids, train_labels = encoded("train")
-    vocabulary = data.label_vocabulary(train_labels)
+    splits = {split: encoded(split) for split in SPLITS}
+    vocabulary = data.label_vocabulary(splits["train"][1])
+    train_ids = splits["train"][0]
 
     def dataset(split, shuffle_seed=None):
-        ids, labels = (train_ids, train_labels) if split == "train" else encoded(split)
+        ids, labels = splits[split]
         return data.labelled_dataset(ids, _label_ids(labels, vocabulary, files[split]),
                                      batch_size, shuffle_seed=shuffle_seed)
 
@@ -178,22 +179,25 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
             starts.append(word_starts)
         return ids, labels, starts
 
-    def dataset(ids, labels, shuffle_seed=None):
+    splits = {split: encoded(split) for split in SPLITS}  # (ids, piece labels, word starts)
+    train_ids = splits["train"][0]
+
+    def dataset(split, shuffle_seed=None):
+        ids, labels, _ = splits[split]
         return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed)
 
-    train_ids, train_labels, _ = encoded("train")
     with make_strategy().scope():
         _, encoder_num, _, _ = tf2_ulmfit_encoder(pretrained_weights=weights,
                                                   spm_model_file=spm_model, **architecture)
         model = tagger_head(encoder_num, len(vocabulary))
         fit_recipe(model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
-                   dataset(train_ids, train_labels, seed), dataset(*encoded("valid")[:2]),
-                   epochs, -(-len(train_ids) // batch_size), model_dir=model_dir,
+                   dataset("train", seed), dataset("valid"), epochs,
+                   -(-len(train_ids) // batch_size), model_dir=model_dir,
                    tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"tags": vocabulary, "from_scratch": from_scratch}
     for split in ("valid", "test"):
-        ids, labels, starts = encoded(split)
-        predicted = _predicted_tags(model, dataset(ids, labels), starts, vocabulary, batch_size)
+        predicted = _predicted_tags(model, dataset(split), splits[split][2], vocabulary,
+                                    batch_size)
         truth = [tags for _, tags in sentences[split]]  # words cut off by max_len count as O
         metrics.update({f"{split}_{k}": v for k, v in span_f1(truth, predicted).items()})
     return _save(model_dir, model, metrics)

@@ -90,8 +90,10 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     keras.mixed_precision.set_global_policy(mixed_precision or "float32")
     if deterministic:
         tf.config.experimental.enable_op_determinism()  # bit-exact resume
-    pretrained = load_pretrained_config(model_dir_and_checkpoint(init_from)[0]) \
-        if init_from else None
+    pretrained = pretrained_checkpoint = None
+    if init_from:
+        pretrained_dir, pretrained_checkpoint = model_dir_and_checkpoint(init_from)
+        pretrained = load_pretrained_config(pretrained_dir)
     manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path)
     if pretrained:
         check_same_vocab(pretrained, manifest.spm_model_path)
@@ -147,7 +149,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         logging.info("Resumed from %s: epoch %d, batch %d.", latest, _count(epoch),
                      _count(batch_in_epoch))
     elif init_from:
-        restore_weights(weights_by_path(model), model_dir_and_checkpoint(init_from)[1])
+        restore_weights(weights_by_path(model), pretrained_checkpoint)
         logging.info("Starting from the weights of %s.", init_from)
     writer = (lambda name: tf.summary.create_file_writer(os.path.join(model_dir, name))) \
         if chief else (lambda name: tf.summary.create_noop_writer())
