@@ -53,6 +53,7 @@ def test_label_alignment_round_trip(pretrained_lm):
     ids, starts = encoder.word_ids(words)
     assert len(ids) > len(words) + 2  # some word became several pieces
     assert encoder.processor.decode(ids[1:-1]) == " ".join(words)
+    assert [ids[s] for s in starts] == [encoder.processor.encode(w)[0] for w in words]
     piece_labels = data.align_labels(labels, starts, len(ids))
     assert (piece_labels != data.IGNORE).sum() == len(words)
     assert data.word_predictions(piece_labels, starts) == labels
