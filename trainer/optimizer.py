@@ -50,35 +50,27 @@ class FastaiAdam(keras.optimizers.Optimizer):
         return self._factors[self._get_variable_index(variable)]
 
     def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
-            return
-        for variable in variables:
-            if self._use_weight_decay(variable):
-                lr = ops.cast(self.learning_rate * self._factor(variable), variable.dtype)
-                variable.assign(variable - variable * ops.cast(self.weight_decay, variable.dtype)
-                                * lr)
+        """Nothing here: update_step decays each variable inside its fused kernel."""
 
     def current_beta_1(self):
         return self.beta_1(self.iterations) if callable(self.beta_1) else self.beta_1
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate * self._factor(variable), dtype)
         # An embedding lookup's gradient comes as IndexedSlices with one slice per occurrence;
         # squaring those before summing repeated rows would inflate the second moment's
         # denominator less than fastai's dense gradient does (Keras' own Adam has this flaw).
         gradient = ops.cast(tf.convert_to_tensor(gradient), dtype)
-        step = ops.cast(self.iterations + 1, dtype)
-        mom = ops.cast(self.current_beta_1(), dtype)
-        sqr_mom = ops.cast(self.beta_2, dtype)
         index = self._get_variable_index(variable)
         grad_avg, sqr_avg = self._grad_averages[index], self._square_averages[index]
-        self.assign(grad_avg, mom * grad_avg + (1 - mom) * gradient)
-        self.assign(sqr_avg, sqr_mom * sqr_avg + (1 - sqr_mom) * ops.square(gradient))
-        debias1 = 1 - ops.power(mom, step)
-        debias2 = 1 - ops.power(sqr_mom, step)
-        self.assign_sub(variable, lr / debias1 * grad_avg
-                        / (ops.sqrt(sqr_avg / debias2) + self.epsilon))
+        decay = (self.weight_decay or 0.0) if self._use_weight_decay(variable) else 0.0
+        scalars = [learning_rate * self._factor(variable), decay, self.current_beta_1(),
+                   self.beta_2, self.iterations + 1, self.epsilon]
+        state = (variable, grad_avg, sqr_avg)
+        new_values = _adam_step(gradient, *[tf.convert_to_tensor(v) for v in state],
+                                *[ops.cast(x, dtype) for x in scalars])
+        for target, value in zip(state, new_values):
+            self.assign(target, value)
 
     def get_config(self):
         beta_1 = self.beta_1
@@ -87,3 +79,16 @@ class FastaiAdam(keras.optimizers.Optimizer):
         return {**super().get_config(), "beta_1": beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon, "gradients_reduced": self.gradients_reduced,
                 "lr_factors": self.lr_factors}
+
+
+@tf.function(jit_compile=True)
+def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step, epsilon):
+    """fastai's decoupled weight decay then Adam step -> (param, grad_avg, sqr_avg).
+
+    One XLA kernel: one pass over each buffer instead of one per elementwise op.
+    """
+    param = param - param * decay * lr
+    grad_avg = mom * grad_avg + (1 - mom) * gradient
+    sqr_avg = sqr_mom * sqr_avg + (1 - sqr_mom) * tf.square(gradient)
+    debias1, debias2 = 1 - tf.pow(mom, step), 1 - tf.pow(sqr_mom, step)
+    return param - lr / debias1 * grad_avg / (tf.sqrt(sqr_avg / debias2) + epsilon), grad_avg, sqr_avg

@@ -30,74 +30,84 @@ def select_implementation(has_gpu: bool, under_xla: bool) -> str:
     return "cudnn" if has_gpu and not under_xla else "fused"
 
 
-def _gate_scales(units, dtype):
+def _activate(z, c, axis):
+    """Pre-activations z (i, f, g, o stacked along `axis`), cell c -> (h, c, gate activations)."""
+    units = tf.shape(z)[axis] // 4
+    ones, zeros = tf.ones([units], z.dtype), tf.zeros([units], z.dtype)
     # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid over all four gates, the cell input (g) rescaled.
-    ones, zeros = tf.ones([units], dtype), tf.zeros([units], dtype)
-    return tf.concat([ones, ones, 2 * ones, ones], 0), tf.concat([zeros, zeros, ones, zeros], 0)
-
-
-def lstm_step(projected_input, h, c, recurrent_kernel):
-    """One time step; `projected_input` is x @ kernel + bias. Returns (h, c, gate activations)."""
-    scale, shift = _gate_scales(tf.shape(recurrent_kernel)[0], projected_input.dtype)
-    gates = tf.sigmoid((projected_input + tf.matmul(h, recurrent_kernel)) * scale) * scale - shift
-    i, f, g, o = tf.split(gates, 4, axis=-1)
+    scale, shift = tf.concat([ones, ones, 2 * ones, ones], 0), tf.concat([zeros, zeros, ones, zeros], 0)
+    if axis == 0:
+        scale, shift = scale[:, None], shift[:, None]
+    gates = tf.sigmoid(z * scale) * scale - shift
+    i, f, g, o = tf.split(gates, 4, axis=axis)
     c = f * c + i * g
     return o * tf.tanh(c), c, gates
 
 
+def lstm_step(projected_input, h, c, recurrent_kernel):
+    """One time step; `projected_input` is x @ kernel + bias. Returns (h, c, gate activations)."""
+    return _activate(projected_input + tf.matmul(h, recurrent_kernel), c, axis=-1)
+
+
+# The loops below are feature-major: h is [units, batch] and the step's matmul is
+# U^T [4 units, units] @ h. With 32 rows, XLA's CPU dot runs this shape ~30% faster than
+# h @ U (190 vs 145 GFLOP/s for 1152 units), and the backward's U @ dz needs no transpose.
 @tf.function(jit_compile=True)
-def _forward(projected, h0, c0, recurrent_kernel):
+def _forward(projected, bias, h0, c0, recurrent_kernel):
+    recurrent_kernel_t, bias = tf.transpose(recurrent_kernel), bias[:, None]
+
     def step(carry, x):
-        return lstm_step(x, carry[0], carry[1], recurrent_kernel)
+        return _activate(x + bias + tf.matmul(recurrent_kernel_t, carry[0]), carry[1], axis=0)
     return tf.scan(step, projected, initializer=(h0, c0, tf.zeros_like(projected[0])))
 
 
 @tf.function(jit_compile=True)
 def _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel):
-    """Reverse loop: per step, gate gradients dz from (dh, dc); carries dh_prev = dz @ U^T."""
+    """Reverse loop: per step, gate gradients dz from (dh, dc); carries dh_prev = U @ dz."""
     steps = tf.shape(d_hs)[0]
-    # Transposed once here: XLA's CPU dot with a transposed operand runs ~25% slower per step.
-    recurrent_kernel_t = tf.transpose(recurrent_kernel)
 
     def step(t, dh_recurrent, dc_next, dz_all):
-        i, f, g, o = tf.split(gates[t], 4, axis=-1)
+        i, f, g, o = tf.split(gates[t], 4, axis=0)
         dh = d_hs[t] + dh_recurrent
         tanh_c = tf.tanh(cs[t])
         dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
         dz = tf.concat([dc * g * i * (1 - i), dc * c_prev[t] * f * (1 - f),
-                        dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], -1)
-        return (t - 1, tf.matmul(dz, recurrent_kernel_t), dc * f,
-                dz_all.write(t, dz))
+                        dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], 0)
+        return (t - 1, tf.matmul(recurrent_kernel, dz), dc * f, dz_all.write(t, dz))
 
     # Only dz is kept per step; dh and dc live in the loop carry.
     _, dh0, dc0, dz = tf.while_loop(
         lambda t, *_: t >= 0, step,
         (steps - 1, tf.zeros_like(d_hs[0]), dc_last, tf.TensorArray(gates.dtype, size=steps)))
-    return dh0, dc0, dz.stack()
+    dz = dz.stack()
+    # The bias gradient is summed here: TF's own Sum over these axes takes ~10x longer.
+    return dh0, dc0, dz, tf.reduce_sum(dz, [0, 2])
 
 
 @tf.custom_gradient
-def _fused_recurrence(projected, h0, c0, recurrent_kernel):
-    """projected [time, batch, 4 units] -> (hs [time, batch, units], last h, last c)."""
+def _fused_recurrence(projected, bias, h0, c0, recurrent_kernel):
+    """projected [time, 4 units, batch] (x @ kernel) -> (hs [time, units, batch], last h, last c)."""
     # The gradient below is complete; a tape watching the XLA loop would ask it for
     # intermediates it cannot hand out (TensorLists do not cross the XLA boundary).
-    hs, cs, gates = _forward(*[tf.stop_gradient(t) for t in (projected, h0, c0, recurrent_kernel)])
+    hs, cs, gates = _forward(
+        *[tf.stop_gradient(t) for t in (projected, bias, h0, c0, recurrent_kernel)])
 
     def gradient(d_hs, dh_last, dc_last):
         d_hs = tf.tensor_scatter_nd_add(d_hs, [[tf.shape(d_hs)[0] - 1]], dh_last[None])
         c_prev = tf.concat([c0[None], cs[:-1]], 0)
-        dh0, dc0, dz = _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel)
+        dh0, dc0, dz, d_bias = _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel)
         h_prev = tf.concat([h0[None], hs[:-1]], 0)
-        d_recurrent_kernel = tf.einsum("tbh,tbg->hg", h_prev, dz)
-        return dz, dh0, dc0, d_recurrent_kernel
+        d_recurrent_kernel = tf.einsum("thb,tgb->hg", h_prev, dz)
+        return dz, d_bias, dh0, dc0, d_recurrent_kernel
 
     return (hs, hs[-1], cs[-1]), gradient
 
 
 def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
-    projected = tf.einsum("btd,dg->tbg", inputs, kernel) + bias  # time-major for the loops
-    hs, h, c = _fused_recurrence(projected, h0, c0, tf.convert_to_tensor(recurrent_kernel))
-    return tf.transpose(hs, [1, 0, 2]), h, c
+    projected = tf.einsum("btd,dg->tgb", inputs, kernel)
+    hs, h, c = _fused_recurrence(projected, tf.convert_to_tensor(bias), tf.transpose(h0),
+                                 tf.transpose(c0), tf.convert_to_tensor(recurrent_kernel))
+    return tf.transpose(hs, [2, 0, 1]), tf.transpose(h), tf.transpose(c)
 
 
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
