@@ -91,4 +91,5 @@ def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step
     grad_avg = mom * grad_avg + (1 - mom) * gradient
     sqr_avg = sqr_mom * sqr_avg + (1 - sqr_mom) * tf.square(gradient)
     debias1, debias2 = 1 - tf.pow(mom, step), 1 - tf.pow(sqr_mom, step)
-    return param - lr / debias1 * grad_avg / (tf.sqrt(sqr_avg / debias2) + epsilon), grad_avg, sqr_avg
+    param = param - lr / debias1 * grad_avg / (tf.sqrt(sqr_avg / debias2) + epsilon)
+    return param, grad_avg, sqr_avg
