@@ -133,14 +133,14 @@ def main(argv):
         if not ready or ready[0] != "ready":
             sys.exit(f"the {kind} worker failed to start (see its error above)")
         workers[kind] = (proc, float(ready[1]))
-    seconds = {kind: 0.0 for kind in workers}
+    round_seconds = {kind: [] for kind in workers}
     peak_rss = {}
     for _ in range(FLAGS.rounds):
         for kind, (proc, _) in workers.items():
             proc.stdin.write(f"{FLAGS.steps}\n")
             proc.stdin.flush()
             elapsed, rss = proc.stdout.readline().split()
-            seconds[kind] += float(elapsed)
+            round_seconds[kind].append(float(elapsed))
             peak_rss[kind] = float(rss)
     for proc, _ in workers.values():
         proc.stdin.close()
@@ -148,7 +148,7 @@ def main(argv):
     peak = matmul_peak()
     per_token = flops_per_token(FLAGS.vocab_size, EMB, HIDDEN)
     tokens = FLAGS.rounds * FLAGS.steps * FLAGS.batch_size * FLAGS.bptt
-    rate = {kind: tokens / s for kind, s in seconds.items()}
+    rate = {kind: tokens / sum(s) for kind, s in round_seconds.items()}
     print(f"\nAWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
           f"bptt {FLAGS.bptt}, {FLAGS.threads} threads; {per_token / 1e6:.1f} MFLOP/token; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s; {FLAGS.rounds} x {FLAGS.steps} steps each")
@@ -162,6 +162,10 @@ def main(argv):
               f"{rate[kind] / rate['fastai_tuned']:>8.2f}x {rate[kind] * per_token / peak:>6.2f} "
               f"{peak_rss[kind]:>12,.0f} {peak_rss[kind] / peak_rss['fastai']:>8.2f}x "
               f"{step_mb[kind]:>8,.0f} {step_mb[kind] / step_mb['fastai']:>8.2f}x")
+    # The machine is shared: the spread of the per-round ratios says how far to trust the totals.
+    for kind in ("fastai", "fastai_tuned"):
+        ratios = [theirs / ours for ours, theirs in zip(round_seconds["ours"], round_seconds[kind])]
+        print(f"ours vs {WORKERS[kind]}, per round: {min(ratios):.2f}x to {max(ratios):.2f}x")
 
 
 if __name__ == "__main__":
