@@ -45,6 +45,7 @@ class AWDLSTMLanguageModel(keras.Model):
                 **{k: v for k, v in self.encoder.config.items() if k != "vocab_size"}}
 
 
+@tf.function(jit_compile=True)  # fused: TF's gradient of the shifted slices copies them twice
 def activation_regularization(raw_output, dropped_output, alpha=2.0, beta=1.0):
     """AR: alpha * mean(dropped^2), TAR: beta * mean((raw_t - raw_{t-1})^2), as fastai."""
     loss = 0.0
