@@ -13,7 +13,8 @@ import tensorflow as tf
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import classification_examples, tag_words
 from data_pipeline.sources import CorpusError
-from trainer.downstream_training import TokensPerSecond, train_classifier, train_tagger
+from trainer.downstream_training import (TokensPerSecond, fit_recipe, train_classifier,
+                                         train_tagger)
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
 from trainer.models.pooling_classifier import masked_concat_pool
@@ -115,6 +116,38 @@ def test_gradual_unfreezing_trains_the_last_groups_first():
     unfreeze_last(groups, 1)
     frozen = {v.path for g in groups[:-1] for layer in g for v in layer.weights}
     assert not frozen & {v.path for v in model.trainable_variables}
+
+
+def test_a_killed_fine_tuning_run_goes_on_from_its_last_epoch(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # one order: runs comparable
+    initial = tiny_classifier(num_layers=2).get_weights()
+
+    def run(model_dir):
+        keras.backend.clear_session()  # layer names as a fresh process would have them
+        model = tiny_classifier(num_layers=2)
+        model.set_weights(initial)
+        history = fit_recipe(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                             batches, batches, epochs=3, steps_per_epoch=2, model_dir=model_dir)
+        return model, history.epoch
+
+    whole, _ = run(str(tmp_path / "whole"))
+    unfreeze = GradualUnfreezing.on_epoch_begin
+
+    def killed_in_epoch_2(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("killed")
+        unfreeze(self, epoch, logs)
+    with monkeypatch.context() as patch:
+        patch.setattr(GradualUnfreezing, "on_epoch_begin", killed_in_epoch_2)
+        with pytest.raises(RuntimeError, match="killed"):
+            run(str(tmp_path / "resumed"))
+    resumed, epochs_run = run(str(tmp_path / "resumed"))
+    assert epochs_run == [2] and int(resumed.optimizer.iterations) == 6
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert run(str(tmp_path / "resumed"))[1] == []  # a finished run trains no further
 
 
 def test_stlr_rises_then_decays_to_a_32nd():

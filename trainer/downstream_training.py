@@ -5,11 +5,17 @@ tagger.gin, run by trainer.main). Both train with Keras' fit and ULMFiT's recipe
 (STLR by default), FastaiAdam with discriminative learning rates per layer group, gradual
 unfreezing, gradient clipping. `from_scratch=True` trains the same architecture, with the
 same recipe, from random weights: the baseline that pretraining has to beat.
+
+A run checkpoints after every epoch (MODEL_DIR/resume); started again with the same model_dir
+it goes on from the last finished epoch (weights, optimizer state, schedule position and
+unfreezing stage), and a finished run only evaluates again. The resumed epochs see the data in
+another order and draw other dropout masks than an uninterrupted run would.
 """
 import json
 import os
 import time
 
+from absl import logging
 import gin
 import keras
 import numpy as np
@@ -26,7 +32,7 @@ from trainer.pretrained import (PretrainedModelError, load_pretrained_config,
                                 model_dir_and_checkpoint, weights_by_path)
 from trainer.schedules import stlr
 from trainer.span_f1 import span_f1
-from trainer.strategies import make_strategy
+from trainer.strategies import checkpoint_write_dir, make_strategy
 from trainer.ulmfit_classifier import ulmfit_classifier
 from trainer.ulmfit_tagger import tagger_head
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
@@ -66,12 +72,46 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     callbacks = [GradualUnfreezing(groups)] if gradual_unfreezing else []
     if tokens_per_epoch:
         callbacks.append(TokensPerSecond(tokens_per_epoch))
+    initial_epoch = 0
     if model_dir:
-        callbacks.append(keras.callbacks.TensorBoard(model_dir, update_freq=10))
+        checkpoints = EpochCheckpoints(model, adam, os.path.join(model_dir, "resume"))
+        initial_epoch = checkpoints.restore(steps_per_epoch)
+        callbacks += [checkpoints, keras.callbacks.TensorBoard(model_dir, update_freq=10)]
     history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
-                        shuffle=False, verbose=2)  # `train` reshuffles itself
+                        initial_epoch=initial_epoch, shuffle=False,
+                        verbose=2)  # `train` reshuffles itself
     unfreeze_last(groups, len(groups))
     return history
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Saves the model and optimizer state after every epoch (the last one is kept)."""
+
+    def __init__(self, model, optimizer, directory):
+        super().__init__()
+        self.directory = directory
+        self.checkpoint = tf.train.Checkpoint(
+            model=tf.train.Checkpoint(**weights_by_path(model)), optimizer=optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, checkpoint_write_dir(tf.distribute.get_strategy(), directory), 1)
+
+    def restore(self, steps_per_epoch):
+        """Restores the last epoch's checkpoint, if any; returns the epoch to go on from."""
+        latest = tf.train.latest_checkpoint(self.directory)
+        if not latest:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        # Checkpoints are written at epoch ends only, so the step count is whole epochs.
+        epoch = int(self.checkpoint.optimizer.iterations.numpy()) // steps_per_epoch
+        logging.info("Resumed from %s: %d epochs done.", latest, epoch)
+        return epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.manager.directory != self.directory:  # a non-chief worker's scratch copy
+            tf.io.gfile.rmtree(self.manager.directory)
 
 
 class TokensPerSecond(keras.callbacks.Callback):

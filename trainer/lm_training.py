@@ -22,7 +22,7 @@ from trainer.pretrained import (check_same_vocab, load_pretrained_config,
                                 model_dir_and_checkpoint, restore_weights, weights_by_path,
                                 write_pretrained_config)
 from trainer.schedules import one_cycle
-from trainer.strategies import make_strategy
+from trainer.strategies import checkpoint_write_dir, is_chief, make_strategy
 
 language_model = gin.external_configurable(AWDLSTMLanguageModel, "AWDLSTMLanguageModel")
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
@@ -53,15 +53,6 @@ def prepare_data(data_dir, build_input, spm_model=None):
 def _count(variable):
     """A counter variable's value (int() does not take a distributed variable)."""
     return int(variable.numpy())
-
-
-def is_chief(strategy):
-    """The worker that keeps checkpoints and writes summaries (the only one outside multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    chief_type = "chief" if "chief" in resolver.cluster_spec().as_dict() else "worker"
-    return resolver.task_type == chief_type and resolver.task_id == 0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -133,11 +124,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
                                      optimizer=adam, epoch=epoch,
                                      batch_in_epoch=batch_in_epoch,
                                      carried_states=[list(s) for s in task.states])
-    # Every worker saves (the variables are synchronized collectively); only the chief's copy
-    # is kept, the others go to scratch directories, as TF recommends for multi-worker runs.
-    chief, write_dir = is_chief(strategy), model_dir
-    if not chief:
-        write_dir = os.path.join(model_dir, f".worker-{strategy.cluster_resolver.task_id}")
+    chief, write_dir = is_chief(strategy), checkpoint_write_dir(strategy, model_dir)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
                                 manifest.special_ids)

@@ -1,4 +1,6 @@
 """The tf.distribute strategy a run uses, chosen in gin (see gin_configs/mirrored.gin etc.)."""
+import os
+
 import gin
 import tensorflow as tf
 
@@ -60,3 +62,23 @@ def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
+
+
+def is_chief(strategy):
+    """The worker that keeps checkpoints and writes summaries (the only one outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    chief_type = "chief" if "chief" in resolver.cluster_spec().as_dict() else "worker"
+    return resolver.task_type == chief_type and resolver.task_id == 0
+
+
+def checkpoint_write_dir(strategy, directory):
+    """Where this worker saves: `directory` on the chief, a scratch directory inside it elsewhere.
+
+    Every worker saves (the variables are synchronized collectively); only the chief's copy is
+    kept, the others go to scratch directories, as TF recommends for multi-worker runs.
+    """
+    if is_chief(strategy):
+        return directory
+    return os.path.join(directory, f".worker-{strategy.cluster_resolver.task_id}")
