@@ -104,10 +104,11 @@ class PieceEncoder:
 
     def word_ids(self, words):
         """(ids, word_starts): word_starts[k] is the index of word k's first piece, or -1 for
-        words cut off by max_len."""
+        words cut off by max_len and for words with no piece at all (e.g. a lone zero-width
+        space, which SentencePiece's normalization removes)."""
         ids, starts = [SPECIAL_IDS["bos"]], []
         for pieces in self.processor.encode(list(words)):
-            starts.append(len(ids) if len(ids) < self.max_len - 1 else -1)
+            starts.append(len(ids) if pieces and len(ids) < self.max_len - 1 else -1)
             ids.extend(pieces)
         ids = ids[:self.max_len - 1] + [SPECIAL_IDS["eos"]]
         return ids, starts

@@ -58,6 +58,11 @@ def test_label_alignment_round_trip(pretrained_lm):
     piece_labels = data.align_labels(labels, starts, len(ids))
     assert (piece_labels != data.IGNORE).sum() == len(words)
     assert data.word_predictions(piece_labels, starts) == labels
+    # A word SentencePiece encodes to nothing has no piece to carry its tag; the next word
+    # keeps its own.
+    ids, starts = encoder.word_ids(["the", "\u200b", "tokens"])
+    assert starts[1] == -1 and data.word_predictions(
+        data.align_labels([1, 2, 3], starts, len(ids)), starts) == [1, 0, 3]
     short_ids, short_starts = data.PieceEncoder(spm_model, max_len=6).word_ids(words)
     assert len(short_ids) == 6 and short_ids[-1] == 3  # cut, EOS kept
     assert short_starts[-1] == -1 and data.word_predictions(
