@@ -71,9 +71,8 @@ def measure(replicas):
 
 def _checkpoint_cost(model, adam):
     """(MB, seconds) of one save of the model and its optimizer, as the trainer saves them."""
-    from trainer.pretrained import weights_by_path  # pylint: disable=g-import-not-at-top
-    checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model)),
-                                     optimizer=adam)
+    from trainer.pretrained import model_checkpoint  # pylint: disable=g-import-not-at-top
+    checkpoint = model_checkpoint(model, optimizer=adam)
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
         checkpoint.write(os.path.join(directory, "ckpt"))

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from trainer.convert_fastai import (export_fastai, import_fastai, load_state_dict,
                                     save_state_dict)
-from trainer.pretrained import PretrainedModelError, load_language_model, weights_by_path
+from trainer.pretrained import PretrainedModelError, load_language_model, model_checkpoint
 
 VOCAB, EMB, HIDDEN, LAYERS = 40, 8, 12, 3
 
@@ -89,8 +89,7 @@ def test_export_of_a_trained_bias_keeps_the_sum(imported, tmp_path):
     model, _ = load_language_model(model_dir)
     bias = model.encoder.rnns[1].cell.bias
     bias.assign(bias + 0.25)  # as training would
-    tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model))).write(
-        str(tmp_path / "model" / "trained"))
+    model_checkpoint(model).write(str(tmp_path / "model" / "trained"))
     exported = load_state_dict(export_fastai(str(tmp_path / "model" / "trained"),
                                              str(tmp_path / "trained.npz")))
     np.testing.assert_allclose(exported["0.rnns.1.module.bias_ih_l0"]

@@ -28,8 +28,8 @@ from data_pipeline.sources import SPLITS
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
 from trainer.optimizer import FastaiAdam
-from trainer.pretrained import (PretrainedModelError, load_pretrained_config,
-                                model_dir_and_checkpoint, weights_by_path)
+from trainer.pretrained import (PretrainedModelError, load_pretrained_config, model_checkpoint,
+                                model_dir_and_checkpoint)
 from trainer.schedules import stlr
 from trainer.span_f1 import span_f1
 from trainer.strategies import checkpoint_write_dir, make_strategy
@@ -90,8 +90,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
     def __init__(self, model, optimizer, directory):
         super().__init__()
         self.directory = directory
-        self.checkpoint = tf.train.Checkpoint(
-            model=tf.train.Checkpoint(**weights_by_path(model)), optimizer=optimizer)
+        self.checkpoint = model_checkpoint(model, optimizer=optimizer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_write_dir(tf.distribute.get_strategy(), directory), 1)
 
@@ -133,8 +132,7 @@ class TokensPerSecond(keras.callbacks.Callback):
 
 def _save(model_dir, model, metrics):
     tf.io.gfile.makedirs(model_dir)
-    tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model))).write(
-        os.path.join(model_dir, "weights"))
+    model_checkpoint(model).write(os.path.join(model_dir, "weights"))
     write_atomically(os.path.join(model_dir, "metrics.json"), json.dumps(metrics, indent=2))
     return metrics
 

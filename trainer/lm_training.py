@@ -18,7 +18,7 @@ from data_pipeline.unigram import unigram_perplexity
 from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import FastaiAdam
-from trainer.pretrained import (check_same_vocab, load_pretrained_config,
+from trainer.pretrained import (check_same_vocab, load_pretrained_config, model_checkpoint,
                                 model_dir_and_checkpoint, restore_weights, weights_by_path,
                                 write_pretrained_config)
 from trainer.schedules import one_cycle
@@ -120,10 +120,9 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
     task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
                              jit_compile)
-    checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model)),
-                                     optimizer=adam, epoch=epoch,
-                                     batch_in_epoch=batch_in_epoch,
-                                     carried_states=[list(s) for s in task.states])
+    checkpoint = model_checkpoint(model, optimizer=adam, epoch=epoch,
+                                  batch_in_epoch=batch_in_epoch,
+                                  carried_states=[list(s) for s in task.states])
     chief, write_dir = is_chief(strategy), checkpoint_write_dir(strategy, model_dir)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,

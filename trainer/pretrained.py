@@ -129,3 +129,9 @@ def weights_by_path(model):
     if len(weights) != len(model.weights):
         raise ValueError(f"{model.name}: two variables share a path; name the layers apart.")
     return weights
+
+
+def model_checkpoint(model, **others):
+    """A tf.train.Checkpoint with the model's weights by path under "model" (the layout
+    restore_weights reads) and `others` (optimizer, counters) beside them."""
+    return tf.train.Checkpoint(model=tf.train.Checkpoint(**weights_by_path(model)), **others)
