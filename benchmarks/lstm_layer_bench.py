@@ -8,6 +8,7 @@ torch's row needs the `[fastai]` extra (or `bash .ci/install_fastai`) and is ski
 Rounds alternate between the two, with a pause so that neither's idle threads spin into the
 other's timing. GFLOP/s counts the matmuls (forward x 3).
 """
+import os
 import time
 
 from absl import app, flags
@@ -47,7 +48,8 @@ def _torch(inputs, units):
         import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
         return None
-    torch.set_num_threads(tf.config.threading.get_intra_op_parallelism_threads() or 2)
+    # TF's 0 means "all cores"; give torch the same.
+    torch.set_num_threads(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())
     lstm = torch.nn.LSTM(inputs.shape[-1], units, batch_first=True)
     x = torch.from_numpy(inputs).requires_grad_()
 
