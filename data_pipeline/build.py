@@ -6,6 +6,8 @@ Two passes over the source: the first counts documents per split and trains Sent
 train split, the second encodes and writes the shards. Every file is written atomically and the
 manifest last, so an interrupted build leaves nothing that looks complete; rerunning the same
 command finishes only what is missing, and rerunning it over a complete directory does nothing.
+`--repair` re-encodes the shards of a complete directory that are missing or fail their sha256,
+with the settings its manifest recorded.
 """
 import os
 
@@ -15,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import dataclasses
 import json
 import math
-import sys
 import time
 
 from absl import app, flags, logging
@@ -23,15 +24,17 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from data_pipeline.atomic_files import remove_temporaries, sha256_of, write_atomically
-from data_pipeline.manifest import MANIFEST_NAME, Manifest, SplitInfo, load_manifest, verify_shards
-from data_pipeline.shards import ShardWriter, read_shard_info, shard_name
-from data_pipeline.sources import SPLITS, CorpusError, read_documents, split_of
-from data_pipeline.tokenizer import (SPECIAL_IDS, encode_documents, load_sentencepiece,
+from data_pipeline.errors import SettingError, run_tool
+from data_pipeline.manifest import (MANIFEST_NAME, Manifest, failing_shards, load_manifest,
+                                    verify_shards)
+from data_pipeline.sources import (ENCODING_ERRORS, SPLITS, TEXT_DOCUMENT_UNITS, read_documents,
+                                   split_of)
+from data_pipeline.split_writer import Progress, SplitWriter
+from data_pipeline.tokenizer import (MODEL_TYPES, SPECIAL_IDS, load_sentencepiece,
                                      train_sentencepiece)
 
 SPM_NAME = "spm.model"
 SETTINGS_NAME = "build_settings.json"
-_ENCODE_BATCH = 1024  # documents per SentencePiece call: big enough to keep all cores busy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,32 @@ class BuildSettings:
     # text for fine-tuning must be numbered as the pretrained model's vocabulary.
     spm_model: str | None = None
 
+    def __post_init__(self):
+        """Refuses values no build can use, before anything is read or written."""
+        choices = {"model_type": MODEL_TYPES, "text_document": TEXT_DOCUMENT_UNITS,
+                   "encoding_errors": ENCODING_ERRORS}
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise SettingError(f"{{{field}}}={{value!r}} is not one of {{allowed}}.",
+                                   value=getattr(self, field), allowed=allowed)
+        if not self.spm_model and self.vocab_size <= len(SPECIAL_IDS):
+            raise SettingError("{vocab_size}={value} leaves no piece beside the special ids "
+                               "(unk, pad, bos, eos); use a few thousand (default 8000).",
+                               value=self.vocab_size)
+        for field in ("valid_fraction", "test_fraction"):
+            if not 0 <= getattr(self, field) < 1:
+                raise SettingError(f"{{{field}}}={{value}} is not a fraction in [0, 1).",
+                                   value=getattr(self, field))
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise SettingError("{valid_fraction} + {test_fraction} = {total} leaves nothing to "
+                               "train on; keep their sum well below 1.",
+                               total=self.valid_fraction + self.test_fraction)
+        if not 0 < self.character_coverage <= 1:
+            raise SettingError("{character_coverage}={value} is not in (0, 1].",
+                               value=self.character_coverage)
+        if self.shard_mb <= 0:
+            raise SettingError("{shard_mb}={value} must be positive.", value=self.shard_mb)
+
 
 def _split_documents(settings: BuildSettings):
     for group, text in read_documents(
@@ -65,8 +94,9 @@ def _require_same_settings(recorded: dict, settings: BuildSettings, path: str) -
     differing = [f"{k}: built with {recorded.get(k)!r}, asked for {v!r}"
                  for k, v in asked.items() if recorded.get(k) != v]
     if differing:
-        raise CorpusError(f"{path} was built with other settings ({'; '.join(differing)}). "
-                          "Use another --output_dir, or delete this one to rebuild it.")
+        raise SettingError("{path} was built with other settings ({differing}). Use another "
+                           "{output_dir}, or delete this one to rebuild it.", path=path,
+                           differing="; ".join(differing))
 
 
 def _survey(settings: BuildSettings, spm_path: str) -> dict:
@@ -96,87 +126,19 @@ def _survey(settings: BuildSettings, spm_path: str) -> dict:
                                 settings.character_coverage)
         except RuntimeError:
             if counts["train"][0] == 0:
-                raise CorpusError(f"--input={settings.input}: the corpus is empty.") from None
+                raise SettingError("{input}={value}: the corpus is empty.",
+                                   value=settings.input) from None
             raise
         logging.info("SentencePiece trained in %.1fs.", time.time() - start)
     for _ in texts:  # finish counting whatever SentencePiece did not read
         pass
     for split, (documents, _) in counts.items():
         if documents == 0:
-            raise CorpusError(
-                f"--input={settings.input}: the {split} split got no documents "
-                f"({counts['train'][0]} in train). Give more text, or raise --valid_fraction / "
-                "--test_fraction so the small splits receive some.")
+            raise SettingError(
+                "{input}={value}: the {split} split got no documents ({train} in train). Give "
+                "more text, or raise {valid_fraction} / {test_fraction} so the small splits "
+                "receive some.", value=settings.input, split=split, train=counts["train"][0])
     return counts
-
-
-class _Progress:
-    """One bar over all splits: documents done, and tokens/s in the postfix."""
-
-    def __init__(self, documents: int):
-        self._bar = tqdm(total=documents, desc="encoding", unit=" docs")
-        self._tokens = 0
-
-    def advance(self, documents: int, tokens: int) -> None:
-        self._tokens += tokens
-        self._bar.update(documents)
-        self._bar.set_postfix_str(
-            f"{self._tokens / max(self._bar.format_dict['elapsed'], 1e-9):,.0f} tokens/s")
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-class _SplitWriter:
-    """Pass 2 for one split: routes its documents, in order, to shard k of num_shards."""
-
-    def __init__(self, output_dir, split, documents, num_shards, processor, progress):
-        self.output_dir, self.split, self.processor = output_dir, split, processor
-        self.num_shards, self.documents, self.progress = num_shards, documents, progress
-        self.shards, self._seen, self._pending, self._writer = [], 0, [], None
-
-    def _bounds(self, k):  # documents [start, end) of shard k
-        return k * self.documents // self.num_shards, (k + 1) * self.documents // self.num_shards
-
-    def _path(self, k):
-        return os.path.join(self.output_dir, shard_name(self.split, k, self.num_shards))
-
-    def add(self, text: str) -> None:
-        k = len(self.shards)
-        if self._seen == self._bounds(k)[0] and not tf.io.gfile.exists(self._path(k)):
-            self._writer = ShardWriter(self._path(k))
-        self._seen += 1
-        if self._writer is not None:
-            self._pending.append(text)
-            if len(self._pending) == _ENCODE_BATCH:
-                self._encode()
-        if self._seen == self._bounds(k)[1]:
-            self._finish_shard(k)
-
-    def _encode(self) -> None:
-        if self._pending:
-            ids = encode_documents(self.processor, self._pending)
-            self._writer.write(ids)
-            self.progress.advance(len(ids), sum(len(x) for x in ids))
-            self._pending = []
-
-    def _finish_shard(self, k: int) -> None:
-        if self._writer is None:
-            # A shard under its final name is complete (atomic rename): reuse it as it is.
-            info = read_shard_info(self._path(k))
-            self.progress.advance(info.records, info.tokens)
-        else:
-            self._encode()
-            info = self._writer.close()
-            self._writer = None
-        self.shards.append(info)
-
-    def finish(self, source: str) -> SplitInfo:
-        if self._seen != self.documents:
-            raise CorpusError(f"--input={source} changed during the build ({self.split}: "
-                              f"{self._seen} documents now, {self.documents} before). "
-                              "Rerun on a stable input.")
-        return SplitInfo(self.documents, sum(s.tokens for s in self.shards), tuple(self.shards))
 
 
 def build(output_dir: str, settings: BuildSettings) -> Manifest:
@@ -191,18 +153,25 @@ def build(output_dir: str, settings: BuildSettings) -> Manifest:
     if removed:
         logging.info("Removed %d partial files of an interrupted build.", len(removed))
     settings_path = os.path.join(output_dir, SETTINGS_NAME)
-    if tf.io.gfile.exists(settings_path):
+    spm_path = os.path.join(output_dir, SPM_NAME)
+    if any(n.endswith(".tfrecord") for n in tf.io.gfile.listdir(output_dir)):
+        # Shards exist: a build to resume, which must go on as it began.
         with tf.io.gfile.GFile(settings_path) as f:
             _require_same_settings(json.load(f), settings, settings_path)
     else:
+        # Nothing encoded yet: an attempt that failed (no input, too little text) or was
+        # killed early. Start over, keeping its SentencePiece model only for the same settings.
+        if tf.io.gfile.exists(settings_path) and tf.io.gfile.exists(spm_path):
+            with tf.io.gfile.GFile(settings_path) as f:
+                if json.load(f) != dataclasses.asdict(settings):
+                    tf.io.gfile.remove(spm_path)
         write_atomically(settings_path, json.dumps(dataclasses.asdict(settings), indent=2))
 
-    spm_path = os.path.join(output_dir, SPM_NAME)
     counts = _survey(settings, spm_path)
     processor = load_sentencepiece(spm_path)
-    progress = _Progress(sum(c[0] for c in counts.values()))
+    progress = Progress(sum(c[0] for c in counts.values()))
     writers = {
-        split: _SplitWriter(output_dir, split, documents,
+        split: SplitWriter(output_dir, split, documents,
                             max(1, math.ceil(size / (settings.shard_mb * 1e6))), processor,
                             progress)
         for split, (documents, size) in counts.items()}
@@ -218,6 +187,28 @@ def build(output_dir: str, settings: BuildSettings) -> Manifest:
         build_settings=dataclasses.asdict(settings))
     manifest.save()
     return manifest
+
+
+def repair(output_dir: str) -> Manifest:
+    """Re-encodes the shards of a complete `output_dir` that are missing or fail their size or
+    sha256, with the settings and SentencePiece model it was built with."""
+    manifest = load_manifest(output_dir)
+    broken = failing_shards(manifest)
+    if not broken:
+        logging.info("%s: every shard matches; nothing to repair.", manifest.path)
+        return manifest
+    logging.info("Re-encoding %d shard(s): %s", len(broken), ", ".join(s.file for s in broken))
+    tf.io.gfile.remove(manifest.path)  # incomplete until the shards are back
+    for shard in broken:
+        if tf.io.gfile.exists(manifest.shard_path(shard)):
+            tf.io.gfile.remove(manifest.shard_path(shard))
+    repaired = build(output_dir, BuildSettings(**manifest.build_settings))
+    now = {s.file: s.sha256 for split in repaired.splits.values() for s in split.shards}
+    changed = [s.file for s in broken if now.get(s.file) != s.sha256]
+    if changed:
+        logging.warning("%s differ from the shards first built (the source changed since); the "
+                        "manifest now describes what is on disk.", ", ".join(changed))
+    return repaired
 
 
 def summary(manifest: Manifest) -> str:
@@ -236,6 +227,8 @@ def _define_flags():
     flags.DEFINE_string("output_dir", None, "Data directory to write (local or gs://).")
     flags.DEFINE_bool("verify", False, "Check every shard of --output_dir against its manifest "
                       "(size and sha256) instead of building.")
+    flags.DEFINE_bool("repair", False, "Re-encode the shards of a complete --output_dir that are "
+                      "missing or corrupt, with the settings it was built with.")
     for field in dataclasses.fields(BuildSettings):
         define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(field.type,
                                                                            flags.DEFINE_string)
@@ -248,22 +241,21 @@ def main(argv):
     del argv
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required.")
-    try:
-        if FLAGS.verify:
-            manifest = load_manifest(FLAGS.output_dir)
-            verify_shards(manifest)
-            print(f"{manifest.path}: all shards match their size and sha256.")
-            return
-        if not FLAGS.input:
-            raise app.UsageError("--input is required.")
-        settings = BuildSettings(**{f.name: FLAGS[f.name].value
-                                    for f in dataclasses.fields(BuildSettings)})
-        print(summary(build(FLAGS.output_dir, settings)))
-    except CorpusError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    if FLAGS.verify:
+        manifest = load_manifest(FLAGS.output_dir)
+        verify_shards(manifest)
+        print(f"{manifest.path}: all shards match their size and sha256.")
+        return
+    if FLAGS.repair:
+        print(summary(repair(FLAGS.output_dir)))
+        return
+    if not FLAGS.input:
+        raise app.UsageError("--input is required.")
+    settings = BuildSettings(**{f.name: FLAGS[f.name].value
+                                for f in dataclasses.fields(BuildSettings)})
+    print(summary(build(FLAGS.output_dir, settings)))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    run_tool(main)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
 from data_pipeline.build import BuildSettings
+from data_pipeline.errors import run_tool
 from data_pipeline.pydocs import stdlib_docstrings
 from data_pipeline.sources import SPLITS, split_of
 
@@ -93,4 +94,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("output_dir", None, "Where to write the JSONL files.", required=True)
-    app.run(main)
+    run_tool(main)

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import CorpusError
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 
 IGNORE = -1
@@ -33,6 +33,9 @@ def _jsonl(path, fields):
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{path}:{number}: not JSON ({e.msg}); write one JSON object "
                                   "per line.") from None
+            if not isinstance(row, dict):
+                raise CorpusError(f"{path}:{number}: a JSON {type(row).__name__}, not an object; "
+                                  f"write one object with the fields {fields} per line.")
             missing = [k for k in fields if k not in row]
             if missing:
                 raise CorpusError(f"{path}:{number}: field {missing[0]!r} is missing; every "
@@ -46,6 +49,10 @@ def _jsonl(path, fields):
 def read_classification(path, text_key="text", label_key="label"):
     """(texts, labels) of a JSONL file; labels are kept as strings."""
     rows = _jsonl(path, [text_key, label_key])
+    for number, row in rows:
+        if not isinstance(row[text_key], str):
+            raise CorpusError(f"{path}:{number}: field {text_key!r} is a JSON "
+                              f"{type(row[text_key]).__name__}; it must be a string.")
     return [r[text_key] for _, r in rows], [str(r[label_key]) for _, r in rows]
 
 
@@ -77,10 +84,16 @@ def read_tagging(path, tokens_key="tokens", tags_key="tags"):
         return _conll(path)
     sentences = []
     for number, row in _jsonl(path, [tokens_key, tags_key]):
+        tokens, tags = row[tokens_key], row[tags_key]
+        if not isinstance(tokens, list) or not all(isinstance(w, str) for w in tokens):
+            raise CorpusError(f"{path}:{number}: field {tokens_key!r} must be a list of strings.")
+        if not isinstance(tags, list):
+            raise CorpusError(f"{path}:{number}: field {tags_key!r} must be a list, one tag per "
+                              "token.")
         if len(row[tokens_key]) != len(row[tags_key]):
             raise CorpusError(f"{path}:{number}: {len(row[tokens_key])} tokens but "
                               f"{len(row[tags_key])} tags; give one tag per token.")
-        sentences.append((list(row[tokens_key]), list(row[tags_key])))
+        sentences.append((tokens, [str(t) for t in tags]))  # tags are kept as strings
     return sentences
 
 

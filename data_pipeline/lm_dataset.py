@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from data_pipeline.manifest import Manifest, check_shard_sizes, load_manifest
 from data_pipeline.shards import parse_ids
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +62,12 @@ def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, nu
     row_length = (per_pipeline - 1) // batch_size
     starts, lengths = _batch_spans(row_length, bptt, variable_bptt, rng)
     if len(starts) == 0:
-        raise CorpusError(
-            f"{manifest.path}: split {split!r} has {total:,} tokens, too few for "
-            f"{num_pipelines} pipeline(s) x batch {batch_size} x bptt {bptt} (one batch needs "
-            f"{num_pipelines * (batch_size * bptt + 1):,}). Lower batch_size or bptt, or add text.")
+        raise SettingError(
+            "{path}: split {split!r} has {total:,} tokens, too few for {pipelines} pipeline(s) x "
+            "{batch_size} {rows} x {bptt} {columns} (one batch needs {needed:,}). Lower "
+            "{batch_size} or {bptt}, or add text.", spell=str, path=manifest.path, split=split,
+            total=total, pipelines=num_pipelines, rows=batch_size, columns=bptt,
+            needed=num_pipelines * (batch_size * bptt + 1))
     begin, end = pipeline * per_pipeline, pipeline * per_pipeline + batch_size * row_length + 1
     files, records, seeds, offset, position = [], [], [], 0, 0
     for index in order:

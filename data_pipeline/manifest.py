@@ -10,7 +10,7 @@ import os
 import tensorflow as tf
 
 from data_pipeline.atomic_files import sha256_of, write_atomically
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import CorpusError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -82,7 +82,8 @@ def load_manifest(path: str, check_spm: bool = True) -> Manifest:
         try:
             fields = json.load(f)
         except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}: not valid JSON ({e}). Rebuild the data directory.") from e
+            raise CorpusError(f"{path}: not valid JSON ({e}). Delete it and rerun the build "
+                              "command that made the directory: complete shards are kept.") from e
     if fields.pop("format_version", None) != FORMAT_VERSION:
         raise CorpusError(f"{path}: field format_version is not {FORMAT_VERSION}; rebuild the "
                           "data directory with this version of data_pipeline.build.")
@@ -91,6 +92,12 @@ def load_manifest(path: str, check_spm: bool = True) -> Manifest:
         for name, s in fields["splits"].items()}
     manifest = Manifest(directory=os.path.dirname(path), **fields)
     if check_spm:
+        if not tf.io.gfile.exists(manifest.spm_model_path):
+            raise CorpusError(
+                f"{manifest.spm_model_path}: missing; {path} says the shards were encoded with it "
+                f"(sha256 {manifest.spm_sha256[:12]}...). Copy it back (a model directory trained "
+                "on this data holds one: MODEL_DIR/spm.model), or delete the directory and "
+                "build it again.")
         actual = sha256_of(manifest.spm_model_path)
         if actual != manifest.spm_sha256:
             raise CorpusError(
@@ -100,25 +107,45 @@ def load_manifest(path: str, check_spm: bool = True) -> Manifest:
     return manifest
 
 
+def _size_problem(manifest: Manifest, shard: ShardInfo) -> str | None:
+    path = manifest.shard_path(shard)
+    if not tf.io.gfile.exists(path):
+        return f"{path}: listed in {manifest.path} but missing"
+    size = tf.io.gfile.stat(path).length
+    if size != shard.bytes:
+        return f"{path}: {size} bytes, {manifest.path} says {shard.bytes} (truncated or replaced)"
+    return None
+
+
+def _problem(manifest: Manifest, shard: ShardInfo) -> str | None:
+    if problem := _size_problem(manifest, shard):
+        return problem
+    if sha256_of(manifest.shard_path(shard)) != shard.sha256:
+        return f"{manifest.shard_path(shard)}: sha256 differs from {manifest.path} (corrupt)"
+    return None
+
+
+def _raise_with_repair(manifest: Manifest, problem: str):
+    raise CorpusError(f"{problem}. Repair the directory (re-encodes only such shards): "
+                      f"python -m data_pipeline.build --output_dir={manifest.directory} --repair")
+
+
 def check_shard_sizes(manifest: Manifest, shards) -> None:
     """Cheap check (one stat per file) that catches missing and truncated shards."""
     for shard in shards:
-        path = manifest.shard_path(shard)
-        if not tf.io.gfile.exists(path):
-            raise CorpusError(f"{path}: listed in {manifest.path} but missing. Rebuild with "
-                              "python -m data_pipeline.build (it redoes only missing shards).")
-        size = tf.io.gfile.stat(path).length
-        if size != shard.bytes:
-            raise CorpusError(f"{path}: {size} bytes, {manifest.path} says {shard.bytes} "
-                              "(truncated or replaced). Delete it and rerun data_pipeline.build.")
+        if problem := _size_problem(manifest, shard):
+            _raise_with_repair(manifest, problem)
+
+
+def failing_shards(manifest: Manifest) -> list[ShardInfo]:
+    """Every shard that is missing or differs from the manifest in size or sha256."""
+    return [shard for split in manifest.splits.values() for shard in split.shards
+            if _problem(manifest, shard)]
 
 
 def verify_shards(manifest: Manifest) -> None:
     """Full check: every shard's size and sha256 against the manifest."""
     for split in manifest.splits.values():
-        check_shard_sizes(manifest, split.shards)
         for shard in split.shards:
-            path = manifest.shard_path(shard)
-            if sha256_of(path) != shard.sha256:
-                raise CorpusError(f"{path}: sha256 differs from {manifest.path} (corrupt). "
-                                  "Delete it and rerun data_pipeline.build.")
+            if problem := _problem(manifest, shard):
+                _raise_with_repair(manifest, problem)

@@ -13,15 +13,14 @@ from typing import Iterator
 
 import tensorflow as tf
 
+from data_pipeline.errors import SettingError
 from data_pipeline.pydocs import stdlib_docstrings
 
 SPLITS = ("train", "valid", "test")
 # What a "document" is inside a text file.
 TEXT_DOCUMENT_UNITS = ("paragraph", "line", "file")
-
-
-class CorpusError(ValueError):
-    """Bad input: the message names the file, what is wrong with it and how to fix it."""
+# What to do with bytes that are not UTF-8 (Python's decode error handlers).
+ENCODING_ERRORS = ("strict", "replace", "ignore")
 
 
 def split_of(group: str, valid_fraction: float, test_fraction: float) -> str:
@@ -49,10 +48,11 @@ def _decoded_lines(path: str, encoding_errors: str) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8", errors=encoding_errors)
             except UnicodeDecodeError as e:
-                raise CorpusError(
-                    f"{path}: invalid UTF-8 at byte offset {offset + e.start} ({e.reason}). "
-                    "Re-encode the file as UTF-8, or pass --encoding_errors=replace to replace "
-                    "undecodable bytes with U+FFFD.") from None
+                raise SettingError(
+                    "{path}: invalid UTF-8 at byte offset {offset} ({reason}). Re-encode the "
+                    "file as UTF-8, or set {encoding_errors}=replace to replace undecodable "
+                    "bytes with U+FFFD.", path=path, offset=offset + e.start,
+                    reason=e.reason) from None
             offset += len(raw)
 
 
@@ -79,13 +79,15 @@ def _text_file_documents(path: str, unit: str, encoding_errors: str) -> Iterator
 
 def _text_files(spec: str, unit: str, encoding_errors: str) -> Iterator[tuple[str, str]]:
     if unit not in TEXT_DOCUMENT_UNITS:
-        raise CorpusError(f"--text_document={unit!r} is not one of {TEXT_DOCUMENT_UNITS}.")
+        raise SettingError("{text_document}={unit!r} is not one of {units}.", unit=unit,
+                           units=TEXT_DOCUMENT_UNITS)
     paths = []
     for pattern in spec.split(","):
         matches = sorted(tf.io.gfile.glob(pattern))
         if not matches:
-            raise CorpusError(f"--input: no file matches {pattern!r}. Check the path, or use "
-                              "builtin:pydocs or tfds:NAME for the other sources.")
+            raise SettingError("{input}: no file matches {pattern!r}. Check the path, or use "
+                               "builtin:pydocs or tfds:NAME for the other sources.",
+                               pattern=pattern)
         paths.extend(matches)
     for path in paths:
         for text in _text_file_documents(path, unit, encoding_errors):
@@ -102,14 +104,16 @@ def _tfds(spec: str, data_dir: str | None, text_key: str) -> Iterator[tuple[str,
         dataset = builder.as_dataset(split=split)
     except Exception as e:  # TFDS raises many types here; all mean "not prepared locally".
         reason = str(e).splitlines()[0]  # TFDS appends the name of every dataset it knows
-        raise CorpusError(
-            f"--input=tfds:{spec}: cannot read the prepared dataset under --tfds_data_dir="
-            f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}: {reason}). Prepare it "
-            f"on a machine with network access (`tfds build {name} --data_dir=DIR`) and copy DIR "
-            "here; nothing is downloaded at run time.") from e
+        raise SettingError(
+            "{input}=tfds:{spec}: cannot read the prepared dataset under {tfds_data_dir}="
+            "{data_dir} ({kind}: {reason}). Prepare it on a machine with network access (`tfds "
+            "build {name} --data_dir=DIR`) and copy DIR here; nothing is downloaded at run time.",
+            spec=spec, data_dir=data_dir or "~/tensorflow_datasets", kind=type(e).__name__,
+            reason=reason, name=name) from e
     if text_key not in builder.info.features:
-        raise CorpusError(f"--input=tfds:{spec}: no feature {text_key!r}; pass --tfds_text_key="
-                          f"one of {sorted(builder.info.features)}.")
+        raise SettingError("{input}=tfds:{spec}: no feature {key!r}; set {tfds_text_key} to "
+                           "one of {features}.", spec=spec, key=text_key,
+                           features=sorted(builder.info.features))
     for example in dataset.as_numpy_iterator():
         text = example[text_key].decode("utf-8").strip()
         if text:
@@ -123,7 +127,8 @@ def read_documents(spec: str, *, text_document: str = "paragraph", encoding_erro
     if spec == "builtin:pydocs":
         return _pydocs()
     if spec.startswith("builtin:"):
-        raise CorpusError(f"--input={spec}: the only builtin corpus is builtin:pydocs.")
+        raise SettingError("{input}={spec}: the only builtin corpus is builtin:pydocs.",
+                           spec=spec)
     if spec.startswith("tfds:"):
         return _tfds(spec[len("tfds:"):], tfds_data_dir, tfds_text_key)
     return _text_files(spec, text_document, encoding_errors)

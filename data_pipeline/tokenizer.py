@@ -1,15 +1,17 @@
 """SentencePiece training and encoding with the id convention of published TF ULMFiT models."""
 import io
 import os
+import re
 from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
 from data_pipeline.atomic_files import write_atomically
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import CorpusError, SettingError
 
 SPECIAL_IDS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
 MODEL_TYPES = ("unigram", "bpe")
+_TOO_FEW_PIECES = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
 
 
 def _training_sentences(documents: Iterable[str], failure: list) -> Iterator[str]:
@@ -28,8 +30,6 @@ def _training_sentences(documents: Iterable[str], failure: list) -> Iterator[str
 def train_sentencepiece(documents: Iterable[str], model_path: str, vocab_size: int,
                         model_type: str = "unigram", character_coverage: float = 1.0) -> None:
     """Trains on every line of `documents` and writes the model atomically to `model_path`."""
-    if model_type not in MODEL_TYPES:
-        raise CorpusError(f"--model_type={model_type!r} is not one of {MODEL_TYPES}.")
     failure, model = [], io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -44,8 +44,15 @@ def train_sentencepiece(documents: Iterable[str], model_path: str, vocab_size: i
             raise failure[0] from None
         message = str(e)
         if "Vocabulary size too high" in message:
-            raise CorpusError(f"--vocab_size={vocab_size} is too large for this corpus: "
-                              f"{message[message.index('Vocabulary size'):]}") from None
+            raise SettingError("{vocab_size}={vocab} is too large for this corpus: {detail}",
+                               vocab=vocab_size,
+                               detail=message[message.index("Vocabulary size"):]) from None
+        if too_few := _TOO_FEW_PIECES.search(message):
+            raise SettingError(
+                "{vocab_size}={vocab} is too small for this corpus: its characters and the "
+                "special ids need {needed} pieces. Set {vocab_size} to at least {needed}, or "
+                "lower {character_coverage} below 1.0 to map rare characters to unk.",
+                vocab=vocab_size, needed=too_few.group(1)) from None
         raise
     write_atomically(model_path, model.getvalue())
 

@@ -6,7 +6,6 @@ and how many tokens/s does the smoke config train at.
 Exits 2 with a message when no GPU is visible, 1 when the LSTM would not run on cuDNN.
 """
 import os
-import sys
 
 from absl import app, flags
 
@@ -15,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import gin  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from data_pipeline.errors import UserError, run_tool  # noqa: E402
 from trainer import lm_training  # noqa: E402
 from trainer.models.weight_drop_lstm import WeightDropLSTM  # noqa: E402
 
@@ -38,14 +38,12 @@ def main(argv):
     del argv
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        print("no GPU visible: TensorFlow found no CUDA device. Check `nvidia-smi`, and install "
-              "the CUDA build with pip install -e '.[gpu]'.", file=sys.stderr)
-        sys.exit(2)
+        raise UserError("no GPU visible: TensorFlow found no CUDA device. Check `nvidia-smi`, "
+                        "and install the CUDA build with pip install -e '.[gpu]'.")
     cudnn = sorted(op for op in lstm_kernel_ops() if op.startswith("CudnnRNN"))
     if not cudnn:
-        print("the LSTM did not pick cuDNN on this GPU (see trainer/models/lstm_kernel.py).",
-              file=sys.stderr)
-        sys.exit(1)
+        raise UserError("the LSTM did not pick cuDNN on this GPU (see "
+                        "trainer/models/lstm_kernel.py).")
     print(f"GPU: {gpus[0].name}; LSTM kernel: {', '.join(cudnn)}")
     gin.parse_config_files_and_bindings(
         ["gin_configs/smoke.gin"], [f"train_lm.max_steps={FLAGS.steps}"])
@@ -55,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

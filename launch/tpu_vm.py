@@ -16,9 +16,10 @@
 import os
 import shlex
 import subprocess
-import sys
 
 from absl import app, flags
+
+from data_pipeline.errors import UserError, run_tool
 
 ACTIONS = ("create", "setup", "build_data", "train", "logs", "delete")
 _REMOTE_DIR = "tf2-ulmfit"           # the checkout's place in each worker's home directory
@@ -42,7 +43,7 @@ flags.DEFINE_string("pip_install", "-e .", "What `setup` runs after `pip install
 flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
 
 
-class LaunchError(ValueError):
+class LaunchError(app.UsageError):
     pass
 
 
@@ -102,16 +103,13 @@ def main(argv):
                             "data_dir", "model_dir", "input", "gin_file", "gin_param",
                             "pip_install")}
     settings["source"] = _PROJECT_ROOT
-    try:
-        plan = [command for action in actions for command in commands(action, settings)]
-    except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    plan = [command for action in actions for command in commands(action, settings)]
     for command in plan:
         print("$", shlex.join(command), flush=True)
-        if not FLAGS.dry_run:
-            subprocess.run(command, check=True)
+        if not FLAGS.dry_run and subprocess.run(command).returncode:
+            raise UserError(f"`{shlex.join(command)}` failed (its output is above); fix what it "
+                            "says and run the same actions again.")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import classification_examples, tag_words
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import CorpusError
 from trainer.downstream_training import (TokensPerSecond, fit_recipe, train_classifier,
                                          train_tagger)
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,

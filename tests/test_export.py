@@ -138,7 +138,7 @@ def test_loads_as_a_hub_keras_layer_without_this_package(exported, pretrained_lm
 
 
 def test_export_refuses_an_existing_output(pretrained_lm, tmp_path):
-    with pytest.raises(FileExistsError, match="nothing was written"):
+    with pytest.raises(PretrainedModelError, match="nothing was written"):
         export(pretrained_lm[0], str(tmp_path))
 
 

@@ -61,8 +61,8 @@ def test_command_line_dry_run_prints_and_refuses():
 def test_gpu_smoke_says_no_gpu_on_a_cpu_machine():
     result = subprocess.run([sys.executable, "-m", "launch.local_gpu_smoke"],
                             capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "no GPU visible" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: no GPU visible" in result.stderr
 
 
 def test_pipeline_and_training_on_a_non_local_filesystem(tmp_path):

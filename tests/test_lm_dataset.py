@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.lm_dataset import lm_dataset
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import CorpusError
 
 
 def _epoch(manifest, batch, bptt, pipelines=1, pipeline=0, **kw):

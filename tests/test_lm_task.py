@@ -77,7 +77,8 @@ def test_xla_step_with_all_regularizers_is_repeatable():
 
 
 def test_non_finite_loss_stops_without_saving(tmp_path):
-    from trainer.lm_training import NonFiniteLossError, train_lm
+    from trainer.divergence import DivergenceError
+    from trainer.lm_training import train_lm
     from conftest import write_corpus
     import gin
     corpus = write_corpus(tmp_path / "c.txt", 400)
@@ -89,7 +90,7 @@ def test_non_finite_loss_stops_without_saving(tmp_path):
             "BuildSettings.vocab_size = 100",
             "AWDLSTMLanguageModel.emb_size = 8", "AWDLSTMLanguageModel.hidden_size = 8"])
     try:
-        with pytest.raises(NonFiniteLossError, match=r"at step (\d+); stopped without saving"):
+        with pytest.raises(DivergenceError, match=r"at step (\d+); stopped without saving"):
             train_lm(str(tmp_path / "model"))
     finally:
         gin.clear_config()

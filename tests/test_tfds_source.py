@@ -1,7 +1,8 @@
 """tfds:NAME[:SPLIT] reads a dataset already prepared in a local data_dir; nothing is downloaded."""
 import pytest
 
-from data_pipeline.sources import CorpusError, read_documents
+from data_pipeline.errors import CorpusError
+from data_pipeline.sources import read_documents
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -27,7 +28,7 @@ def test_reads_a_prepared_dataset_by_name(tmp_path):
     docs = read_documents("tfds:tiny_reviews:train", tfds_data_dir=str(tmp_path),
                           tfds_text_key="review")
     assert sorted(text for _, text in docs) == ["bad plot", "good film"]
-    with pytest.raises(CorpusError, match=r"no feature 'text'; pass --tfds_text_key="):
+    with pytest.raises(CorpusError, match=r"no feature 'text'; set --tfds_text_key to one of"):
         list(read_documents("tfds:tiny_reviews", tfds_data_dir=str(tmp_path)))
     with pytest.raises(CorpusError, match=r"tfds:no_such_set.*nothing is downloaded"):
         list(read_documents("tfds:no_such_set", tfds_data_dir=str(tmp_path)))

@@ -25,8 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
+from data_pipeline.errors import run_tool
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 
+from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.pretrained import (PretrainedModelError, load_language_model,
                                 model_dir_and_checkpoint, weights_by_path,
                                 write_pretrained_config)
@@ -69,10 +71,10 @@ def weights_from_state_dict(state_dict, source="state_dict"):
             raise PretrainedModelError(f"{source}: {tied} differs from encoder.weight; only "
                                        "tied-weight language models are supported.")
     hidden = weights["encoder.lstm_0.cell.recurrent_kernel"].shape[0]
-    config = {"vocab_size": embedding.shape[0], "emb_size": embedding.shape[1],
-              "hidden_size": hidden if len(layers) > 1 else embedding.shape[1],
-              "num_layers": len(layers)}
-    return config, weights, biases
+    shape = {"vocab_size": embedding.shape[0], "emb_size": embedding.shape[1],
+             "hidden_size": hidden if len(layers) > 1 else embedding.shape[1],
+             "num_layers": len(layers), "pad_id": SPECIAL_IDS["pad"]}
+    return AWDLSTMLanguageModel(**shape).get_config(), weights, biases
 
 
 def state_dict_from_weights(weights, num_layers, biases):
@@ -95,17 +97,33 @@ def state_dict_from_weights(weights, num_layers, biases):
 
 def load_state_dict(path):
     """A .pth (torch.load, needs torch) or .npz state_dict as {name: numpy array}."""
+    if not tf.io.gfile.exists(path):
+        raise PretrainedModelError(f"{path}: no such file; pass the .pth or .npz file that "
+                                   "fastai's learn.save() or torch.save(model.state_dict()) wrote.")
+    not_weights = (f"{path}: not a state_dict of weights (a dict of name -> tensor) that "
+                   "torch.save(model.state_dict()) or learn.save() writes")
     if path.endswith(".npz"):
         with tf.io.gfile.GFile(path, "rb") as f:
-            return dict(np.load(f))
+            try:
+                return dict(np.load(f))
+            except (OSError, ValueError, EOFError) as e:
+                raise PretrainedModelError(f"{not_weights} ({e}).") from None
     try:
         import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
         raise PretrainedModelError(f"{path}: reading .pth files needs torch: "
                                    "pip install -e .[fastai] (or convert it to .npz).") from None
     with tf.io.gfile.GFile(path, "rb") as f:
-        loaded = torch.load(f, map_location="cpu", weights_only=True)
-    loaded = loaded.get("model", loaded)  # learn.save() wraps it with the optimizer state
+        try:
+            loaded = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle, zip and torch's own errors: all mean "not weights"
+            raise PretrainedModelError(f"{not_weights} ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0][:200]}).") from None
+    if isinstance(loaded, dict):
+        loaded = loaded.get("model", loaded)  # learn.save() wraps it with the optimizer state
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor)
+                                               for v in loaded.values()):
+        raise PretrainedModelError(f"{not_weights}; it holds a {type(loaded).__name__}.")
     return {k: v.float().numpy() for k, v in loaded.items()}
 
 
@@ -130,13 +148,27 @@ def check_spm_model(spm_model_file, vocab_size, state_dict_path):
             "weights were trained with.")
 
 
+def check_shapes(config, weights, state_dict_path):
+    """Every weight has the shape the model that `config` describes needs."""
+    model = AWDLSTMLanguageModel(**config)
+    model(tf.zeros([1, 1], tf.int32))
+    for name, variable in weights_by_path(model).items():
+        if tuple(weights[name].shape) != tuple(variable.shape):
+            raise PretrainedModelError(
+                f"{state_dict_path}: {name} is {list(weights[name].shape)}, an AWD_LSTM with "
+                f"embedding {config['emb_size']} and hidden {config['hidden_size']} needs "
+                f"{variable.shape.as_list()}; the LSTM layers do not fit together.")
+
+
 def import_fastai(state_dict_path, spm_model_file, output_dir):
     """Writes a model directory (checkpoint + lm_config.json + spm.model) from fastai weights."""
+    if tf.io.gfile.exists(os.path.join(output_dir, "checkpoint")):
+        raise PretrainedModelError(f"{output_dir}: already holds a checkpoint; pass a new "
+                                   "--output (nothing was written).")
     config, weights, biases = weights_from_state_dict(load_state_dict(state_dict_path),
                                                       state_dict_path)
     check_spm_model(spm_model_file, config["vocab_size"], state_dict_path)
-    if tf.io.gfile.exists(os.path.join(output_dir, "checkpoint")):
-        raise FileExistsError(f"{output_dir}: already holds a checkpoint; pass a new --output.")
+    check_shapes(config, weights, state_dict_path)
     variables = lambda arrays: tf.train.Checkpoint(
         **{k: tf.Variable(v) for k, v in arrays.items()})
     checkpoint = tf.train.Checkpoint(model=variables(weights), fastai_biases=variables(biases))
@@ -166,7 +198,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("import", "export"):
-        raise app.UsageError("Say `import` or `export`.")
+        raise app.UsageError("say `import` or `export`, e.g. python -m trainer.convert_fastai "
+                             "import --state_dict=lm.pth --spm_model=spm.model --output=DIR")
+    needed = ("state_dict", "spm_model") if argv[1] == "import" else ("checkpoint",)
+    for name in needed:
+        if not FLAGS[name].value:
+            raise app.UsageError(f"{argv[1]} needs --{name}.")
     if argv[1] == "import":
         print(import_fastai(FLAGS.state_dict, FLAGS.spm_model, FLAGS.output))
     else:
@@ -180,4 +217,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "export: a model directory or checkpoint prefix.")
     flags.DEFINE_string("output", None, "import: the model directory to create; export: the "
                         ".pth or .npz file to write.", required=True)
-    app.run(main)
+    run_tool(main)

@@ -25,6 +25,7 @@ from data_pipeline import labeled_data as data
 from data_pipeline.atomic_files import write_atomically
 from data_pipeline.demo_tasks import write_demo_tasks
 from data_pipeline.sources import SPLITS
+from trainer.checkpoints import latest_intact_checkpoint
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
 from trainer.optimizer import FastaiAdam
@@ -96,7 +97,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
     def restore(self, steps_per_epoch):
         """Restores the last epoch's checkpoint, if any; returns the epoch to go on from."""
-        latest = tf.train.latest_checkpoint(self.directory)
+        latest = latest_intact_checkpoint(self.directory)
         if not latest:
             return 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()

@@ -20,7 +20,8 @@ from absl import app, flags
 import tensorflow as tf
 
 from data_pipeline.atomic_files import temporary_path
-from trainer.pretrained import load_language_model
+from data_pipeline.errors import run_tool
+from trainer.pretrained import PretrainedModelError, load_language_model
 from trainer.ulmfit_encoder import SentencePieceIds, token_mask
 
 
@@ -67,10 +68,11 @@ class ULMFiTServing(tf.Module):
 
 def export(checkpoint, output, fixed_seq_len=None):
     """Exports the LM at `checkpoint` (model directory or checkpoint prefix) to `output`."""
+    if tf.io.gfile.exists(output):
+        raise PretrainedModelError(f"{output}: exists; pass a new --output (nothing was "
+                                   "written).")
     lm, config = load_language_model(checkpoint)
     module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
-    if tf.io.gfile.exists(output):
-        raise FileExistsError(f"{output}: exists; pass a new --output (nothing was written).")
     staging = temporary_path(output.rstrip("/"))
     tf.saved_model.save(module, staging, signatures=module.signatures())
     tf.io.gfile.rename(staging, output)
@@ -91,4 +93,4 @@ if __name__ == "__main__":
                         "trainer.convert_fastai, or one checkpoint prefix in it.", required=True)
     flags.DEFINE_string("output", None, "The SavedModel directory to create.", required=True)
     flags.DEFINE_integer("fixed_seq_len", None, "Pad/cut every text to this many ids.")
-    app.run(main)
+    run_tool(main)

@@ -5,18 +5,21 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import json
-import sys
+import tokenize
 
 from absl import app, flags
 import gin
 import tensorflow as tf
 
-from data_pipeline.sources import CorpusError
+from data_pipeline.errors import UserError, run_tool
 from trainer import downstream_training, lm_training
 from trainer.allocator import keep_freed_memory
-from trainer.pretrained import PretrainedModelError
 
 del downstream_training  # imported for its gin configurables
+
+# Includes such as 'gin_configs/lm_training.gin' resolve from any working directory.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+gin.add_config_file_search_path(_PROJECT_ROOT)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
@@ -34,17 +37,39 @@ def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
     return trainer(model_dir)
 
 
+def parse_gin(files, bindings):
+    """Gin's parse errors, as one line naming the file or binding at fault."""
+    for path in files:
+        if not any(tf.io.gfile.exists(os.path.join(root, path)) for root in ("", _PROJECT_ROOT)):
+            raise UserError(f"--gin_file={path}: no such file (the configs that come with this "
+                            f"package are in {os.path.join(_PROJECT_ROOT, 'gin_configs')}).")
+    try:
+        gin.parse_config_files_and_bindings(files, bindings)
+    except (ValueError, OSError, tokenize.TokenError, SyntaxError) as e:
+        # gin's message names the file (or "bindings string") and the line.
+        raise UserError(f"gin: {' '.join(str(e).split())}. Fix the --gin_file or --gin_param "
+                        "it names.") from None
+
+
+def run_job(model_dir):
+    try:
+        return job(model_dir)
+    except UserError as e:  # without the "In call to configurable ..." lines gin appends
+        raise UserError(str(e).split("\n  In call to configurable")[0]) from None
+    except RuntimeError as e:
+        if str(e).startswith("Required bindings"):  # a gin.REQUIRED argument left unset
+            raise UserError(f"gin: {e}; set each with --gin_param, e.g. "
+                            "--gin_param=\"train_lm.data_dir='/tmp/data'\".") from None
+        raise
+
+
 def main(argv):
     del argv
     tf.get_logger().setLevel("WARNING")  # not one INFO line per all-reduce setup
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required.")
-    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
-    try:
-        metrics = job(FLAGS.model_dir)
-    except (CorpusError, PretrainedModelError, lm_training.NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    metrics = run_job(FLAGS.model_dir)
     with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.operative_config_str())
     print(json.dumps(metrics, indent=2))
@@ -55,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_tool(main)

@@ -12,6 +12,8 @@ import os
 import tensorflow as tf
 
 from data_pipeline.atomic_files import sha256_of, write_atomically
+from data_pipeline.errors import UserError
+from trainer.checkpoints import check_intact, latest_intact_checkpoint
 from trainer.models.language_model import AWDLSTMLanguageModel
 
 LM_CONFIG_NAME = "lm_config.json"
@@ -20,7 +22,7 @@ SPM_NAME = "spm.model"
 SHAPE_KEYS = ("vocab_size", "emb_size", "hidden_size", "num_layers", "pad_id")
 
 
-class PretrainedModelError(ValueError):
+class PretrainedModelError(UserError):
     pass
 
 
@@ -54,14 +56,16 @@ def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids
 def model_dir_and_checkpoint(path):
     """`path` is a model directory (its latest checkpoint) or one checkpoint prefix in it."""
     if tf.io.gfile.isdir(path):
-        checkpoint = tf.train.latest_checkpoint(path)
+        checkpoint = latest_intact_checkpoint(path)
         if checkpoint is None:
             raise PretrainedModelError(f"{path}: no checkpoint in this directory. Pass a model "
                                        "directory that trainer.main or convert_fastai wrote.")
         return path, checkpoint
     if not tf.io.gfile.exists(path + ".index"):
         raise PretrainedModelError(f"{path}: neither a model directory nor a checkpoint prefix "
-                                   "(PREFIX.index is missing).")
+                                   "(PREFIX.index is missing). Pass a model directory that "
+                                   "trainer.main or trainer.convert_fastai wrote.")
+    check_intact(path)
     return os.path.dirname(path), path
 
 
@@ -72,12 +76,18 @@ def load_pretrained_config(model_dir) -> PretrainedConfig:
             f"{path}: missing. Checkpoints from trainer.main carry it since lm_config.json was "
             "introduced; rerun the training, or import weights with trainer.convert_fastai.")
     with tf.io.gfile.GFile(path) as f:
-        fields = json.load(f)
+        try:
+            fields = json.load(f)
+        except json.JSONDecodeError as e:
+            raise PretrainedModelError(f"{path}: not valid JSON ({e}).") from None
     try:
-        return PretrainedConfig(model_dir, fields["model"], fields["spm_sha256"],
-                                fields["special_ids"])
-    except KeyError as e:
-        raise PretrainedModelError(f"{path}: field {e} is missing; rewrite the file.") from None
+        # convert_fastai wrote no pad_id before it wrote the whole model config; the embedding
+        # row of padding is SentencePiece's pad id.
+        model = {"pad_id": fields["special_ids"]["pad"], **fields["model"]}
+        return PretrainedConfig(model_dir, model, fields["spm_sha256"], fields["special_ids"])
+    except (KeyError, TypeError) as e:
+        raise PretrainedModelError(f"{path}: field {e} is missing; write the directory again "
+                                   "(trainer.main or trainer.convert_fastai import).") from None
 
 
 def check_same_vocab(config: PretrainedConfig, spm_model_file):

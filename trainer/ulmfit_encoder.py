@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from data_pipeline.tokenizer import load_sentencepiece
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.pretrained import load_language_model
 
@@ -49,7 +50,7 @@ def token_mask(ids):
     return tf.not_equal(ids, PAD_ID)
 
 
-def tf2_ulmfit_encoder(*, fixed_seq_len=None, spm_model_file=None, pretrained_weights=None,
+def tf2_ulmfit_encoder(fixed_seq_len=None, spm_model_file=None, *, pretrained_weights=None,
                        **model_config):
     """The seed's four objects: (lm_model_num, encoder_num, outmask_num, spm_encoder_model).
 
@@ -58,13 +59,20 @@ def tf2_ulmfit_encoder(*, fixed_seq_len=None, spm_model_file=None, pretrained_we
     (True = token, False = padding); spm_encoder_model: raw strings -> ids, or None without an
     `spm_model_file`. `pretrained_weights`: a model directory or checkpoint of trainer.main or
     trainer.convert_fastai (its architecture is used; `model_config` may override dropouts).
-    Without it, `model_config` (vocab_size required) builds a randomly initialized model.
-    All three numeric models share one set of weights.
+    Without it, `model_config` builds a randomly initialized model (fastai's default size; the
+    vocabulary size is the SentencePiece model's unless `vocab_size` is given). All three numeric
+    models share one set of weights. Called as the seed does, `tf2_ulmfit_encoder(fixed_seq_len,
+    spm_model_file)`, or with keywords.
     """
     if pretrained_weights:
         lm, config = load_language_model(pretrained_weights, spm_model_file, **model_config)
         spm_model_file = spm_model_file or config.spm_model_path
     else:
+        if "vocab_size" not in model_config:
+            if not spm_model_file:
+                raise ValueError("tf2_ulmfit_encoder needs pretrained_weights, or an "
+                                 "spm_model_file (or vocab_size) for a randomly initialized model.")
+            model_config["vocab_size"] = load_sentencepiece(spm_model_file).get_piece_size()
         lm = AWDLSTMLanguageModel(**model_config)
     ids = keras.Input(shape=(fixed_seq_len,), dtype="int32", name="ids")
     hidden, _ = lm.encoder(ids)

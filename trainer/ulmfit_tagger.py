@@ -1,7 +1,6 @@
 """The seed's sequence tagger: a softmax over tags at every position of the encoder's output."""
 import keras
 
-from data_pipeline.tokenizer import load_sentencepiece
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 
 
@@ -21,14 +20,7 @@ def ulmfit_sequence_tagger(*, num_classes=3, pretrained_weights=None, fixed_seq_
     trainer.convert_fastai; its lm_config.json gives the architecture. Without it, an
     uninitialized model of fastai's default size over `spm_model_file`'s vocabulary.
     """
-    model_config = {}
-    if not pretrained_weights:
-        if not spm_model_file:
-            raise ValueError("ulmfit_sequence_tagger needs pretrained_weights or, for a "
-                             "randomly initialized model, spm_model_file (its vocabulary).")
-        model_config["vocab_size"] = load_sentencepiece(spm_model_file).get_piece_size()
     _, encoder_num, _, spm_encoder_model = tf2_ulmfit_encoder(
-        fixed_seq_len=fixed_seq_len, spm_model_file=spm_model_file,
-        pretrained_weights=pretrained_weights, **model_config)
+        fixed_seq_len, spm_model_file, pretrained_weights=pretrained_weights)
     tagger = tagger_head(encoder_num, num_classes)
     return (tagger, spm_encoder_model) if also_return_spm_encoder else tagger
