@@ -1,7 +1,12 @@
 """AWD-LSTM / ULMFiT pretraining and fine-tuning on TensorFlow 2."""
 from setuptools import find_packages, setup
 
-FASTAI = ["torch>=2.4,<3", "fastai>=2.7,<2.9"]
+# tensorflow-hub's KerasLayer is a Keras 2 layer: it needs tf-keras beside Keras 3, and it
+# imports pkg_resources, which setuptools 81 removed. torch requires setuptools>=77 and would
+# otherwise take the newest, so every extra that can bring torch keeps the same cap.
+SETUPTOOLS = "setuptools<81"
+HUB = ["tensorflow-hub>=0.16.1,<0.17", "tf-keras>=2.21,<2.22", SETUPTOOLS]
+TORCH = ["torch>=2.4,<3", SETUPTOOLS]
 
 setup(
     name="tf2-ulmfit",
@@ -25,16 +30,17 @@ setup(
         "numpy>=1.26,<2.5",
     ],
     extras_require={
-        # tensorflow-hub's KerasLayer is a Keras 2 layer: it needs tf-keras beside Keras 3, and
-        # it imports pkg_resources, which setuptools 81 removed.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "tensorflow-hub>=0.16.1,<0.17",
-                 "tf-keras>=2.21,<2.22", "setuptools<81"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", *HUB],
+        # Loading an export with tensorflow_hub.KerasLayer.
+        "hub": HUB,
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.
         "tpu": ["cloud-tpu-client>=0.10"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        # Weight exchange with fastai (trainer.convert_fastai) and the side-by-side benchmark
-        # (benchmarks/compare_fastai.py). Never in the core install: only these tools need torch.
-        "fastai": FASTAI,
-        "bench": FASTAI,
+        # .pth weight exchange with fastai (trainer.convert_fastai) needs torch alone; .npz
+        # needs nothing. Never in the core install.
+        "fastai": TORCH,
+        # fastai itself, for benchmarks/compare_fastai.py and the fastai parity tests. fastai
+        # requires torchvision, whose PyPI wheels pin a CUDA torch: see the README for CPU.
+        "bench": [*TORCH, "fastai>=2.7,<2.9"],
     },
 )

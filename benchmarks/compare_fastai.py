@@ -1,6 +1,6 @@
 """Our AWD-LSTM LM train step against fastai's, side by side in one run.
 
-  pip install -e '.[fastai]'          # or, CPU only: bash .ci/install_fastai
+  pip install -e '.[bench]'           # CPU-only machines: see the README's extras
   python benchmarks/compare_fastai.py [--rounds=4 --steps=4 --threads=2]
 
 Both frameworks train the same language model (fastai's awd_lstm_lm_config: emb 400, hidden

@@ -4,7 +4,7 @@
 
 The three layer shapes of the AWD-LSTM LM (400->1152, 1152->1152, 1152->400). Ours runs as the
 train step runs it (`lstm_sequence` in a tf.function, gradients of inputs, states and weights);
-torch's row needs the `[fastai]` extra (or `bash .ci/install_fastai`) and is skipped without it.
+torch's row needs the `[fastai]` extra (torch) and is skipped without it.
 Rounds alternate between the two, with a pause so that neither's idle threads spin into the
 other's timing. GFLOP/s counts the matmuls (forward x 3).
 """

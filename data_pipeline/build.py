@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from data_pipeline.atomic_files import remove_temporaries, sha256_of, write_atomically
 from data_pipeline.errors import SettingError, run_tool
-from data_pipeline.manifest import (MANIFEST_NAME, Manifest, failing_shards, load_manifest,
-                                    verify_shards)
+from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest,
+                                    failing_shards, load_manifest, verify_shards)
 from data_pipeline.sources import (ENCODING_ERRORS, SPLITS, TEXT_DOCUMENT_UNITS, read_documents,
                                    split_of)
 from data_pipeline.split_writer import Progress, SplitWriter
@@ -191,8 +191,15 @@ def build(output_dir: str, settings: BuildSettings) -> Manifest:
 
 def repair(output_dir: str) -> Manifest:
     """Re-encodes the shards of a complete `output_dir` that are missing or fail their size or
-    sha256, with the settings and SentencePiece model it was built with."""
-    manifest = load_manifest(output_dir)
+    sha256, with the settings and SentencePiece model it was built with. An unreadable manifest
+    is written again from the shards (complete by their atomic renames) and build_settings.json."""
+    try:
+        manifest = load_manifest(output_dir)
+    except UnreadableManifest:
+        with tf.io.gfile.GFile(os.path.join(output_dir, SETTINGS_NAME)) as f:
+            settings = BuildSettings(**json.load(f))
+        tf.io.gfile.remove(os.path.join(output_dir, MANIFEST_NAME))
+        return build(output_dir, settings)
     broken = failing_shards(manifest)
     if not broken:
         logging.info("%s: every shard matches; nothing to repair.", manifest.path)

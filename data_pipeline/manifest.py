@@ -16,6 +16,10 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
 
+class UnreadableManifest(CorpusError):
+    pass
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardInfo:
     file: str
@@ -82,8 +86,9 @@ def load_manifest(path: str, check_spm: bool = True) -> Manifest:
         try:
             fields = json.load(f)
         except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}: not valid JSON ({e}). Delete it and rerun the build "
-                              "command that made the directory: complete shards are kept.") from e
+            raise UnreadableManifest(
+                f"{path}: not valid JSON ({e}). Write it again from the shards: python -m "
+                f"data_pipeline.build --output_dir={os.path.dirname(path)} --repair") from None
     if fields.pop("format_version", None) != FORMAT_VERSION:
         raise CorpusError(f"{path}: field format_version is not {FORMAT_VERSION}; rebuild the "
                           "data directory with this version of data_pipeline.build.")

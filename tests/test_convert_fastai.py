@@ -147,7 +147,7 @@ def test_parity_with_torch_itself(imported, tmp_path):
 
 def test_parity_with_fastai(imported, tmp_path):
     awdlstm = pytest.importorskip("fastai.text.models.awdlstm",
-                                  reason="fastai is not installed (pip install -e .[fastai])")
+                                  reason="fastai is not installed (pip install -e .[bench])")
     from fastai.text.models.core import get_language_model  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
     _, model_dir = imported

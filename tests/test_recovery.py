@@ -47,27 +47,28 @@ def test_a_failed_build_accepts_the_corrected_command(tmp_path):
     assert sha256(tmp_path / "data" / "spm.model") == sha256(tmp_path / "fresh" / "spm.model")
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "deleted"])
-def test_a_damaged_shard_is_named_and_the_advised_repair_restores_it(tmp_path, pretrained_lm,
-                                                                     damage):
+@pytest.mark.heavy
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "deleted", "manifest"])
+def test_damaged_data_is_named_and_the_advised_repair_restores_it(tmp_path, pretrained_lm,
+                                                                  damage):
     data = shutil.copytree(pretrained_lm[1], tmp_path / "data")
-    shard = first_shard(data)
-    original = sha256(shard)
+    damaged = str(data / "manifest.json") if damage == "manifest" else first_shard(data)
+    original = sha256(damaged)
     if damage == "flipped byte":  # same size: only a record's checksum sees it
-        flip_byte(shard)
-    elif damage == "truncated":
-        with open(shard, "r+b") as f:
-            f.truncate(os.path.getsize(shard) - 7)
+        flip_byte(damaged)
+    elif damage in ("truncated", "manifest"):
+        with open(damaged, "r+b") as f:
+            f.truncate(os.path.getsize(damaged) - 7)
     else:
-        os.remove(shard)
+        os.remove(damaged)
     train = ["trainer.main", *TINY_LM, f"--gin_param=train_lm.data_dir='{data}'",
              f"--model_dir={tmp_path}/model"]
     line = error_line(run(*train))
-    assert shard in line
+    assert damaged in line
     advice = re.search(r"python -m (data_pipeline\.build .*--repair)", line).group(1)
     repaired = run(*shlex.split(advice))
     assert repaired.returncode == 0, repaired.stderr
-    assert sha256(shard) == original
+    assert sha256(damaged) == original
     assert run("data_pipeline.build", f"--output_dir={data}", "--verify").returncode == 0
     assert run(*train).returncode == 0
 

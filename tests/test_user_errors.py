@@ -91,7 +91,8 @@ def _unreadable_manifest(tmp, lm):
     data = shutil.copytree(lm[1], tmp / "data")
     (data / "manifest.json").write_text('{"format_version": 1, ')
     return (["data_pipeline.build", f"--output_dir={data}", "--verify"],
-            f"{data}/manifest.json: not valid JSON", 1)
+            f"{data}/manifest.json: not valid JSON .* python -m data_pipeline.build "
+            f"--output_dir={data} --repair", 1)
 
 
 def _valid_split_too_small(tmp, lm):
@@ -122,6 +123,14 @@ def _other_vocabulary_for_init_from(tmp, lm):
              f"--gin_param=train_lm.init_from='{lm[0]}'",
              f"--gin_param=train_lm.data_dir='{tmp}/other'", f"--model_dir={tmp}/m"],
             f"{tmp}/other/spm.model is not the SentencePiece model of the pretrained weights", 1)
+
+
+def _diverging_learning_rate(tmp, lm):
+    return (["trainer.main", *TINY_LM, f"--gin_param=train_lm.data_dir='{lm[1]}'",
+             "--gin_param=one_cycle.max_lr=1e30", "--gin_param=train_lm.max_steps=20",
+             f"--model_dir={tmp}/m"],
+            r"loss is .* at step \d+.*; stopped without saving\. .*Lower the learning rate "
+            r"\(one_cycle\.max_lr\)", 1)
 
 
 def _export_missing_checkpoint(tmp, lm):
@@ -232,7 +241,7 @@ def _tagger_tokens_and_tags_differ(tmp, lm):
 CASES = {case.__name__[1:]: case for case in (
     _gin_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
     _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
-    _split_without_documents_in_trainer, _other_vocabulary_for_init_from,
+    _split_without_documents_in_trainer, _other_vocabulary_for_init_from, _diverging_learning_rate,
     _export_missing_checkpoint, _export_existing_output, _export_without_flags,
     _import_vocabulary_mismatch, _import_not_a_state_dict, _import_not_a_pth,
     _build_vocab_below_special_ids, _build_vocab_below_characters, _build_empty_corpus,
@@ -240,6 +249,7 @@ CASES = {case.__name__[1:]: case for case in (
     _tagger_tokens_and_tags_differ)}
 
 
+@pytest.mark.heavy  # a TensorFlow process per case: minutes in all
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_user_mistake_is_one_error_line(case, tmp_path, pretrained_lm):
     argv, message, status = CASES[case](tmp_path, pretrained_lm)

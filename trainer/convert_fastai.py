@@ -117,8 +117,8 @@ def load_state_dict(path):
         try:
             loaded = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle, zip and torch's own errors: all mean "not weights"
-            raise PretrainedModelError(f"{not_weights} ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0][:200]}).") from None
+            reason = str(e).splitlines()[0].split(". ")[0]  # torch's first sentence says it
+            raise PretrainedModelError(f"{not_weights} ({type(e).__name__}: {reason}).") from None
     if isinstance(loaded, dict):
         loaded = loaded.get("model", loaded)  # learn.save() wraps it with the optimizer state
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor)

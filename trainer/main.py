@@ -54,11 +54,13 @@ def parse_gin(files, bindings):
 def run_job(model_dir):
     try:
         return job(model_dir)
-    except UserError as e:  # without the "In call to configurable ..." lines gin appends
-        raise UserError(str(e).split("\n  In call to configurable")[0]) from None
-    except RuntimeError as e:
-        if str(e).startswith("Required bindings"):  # a gin.REQUIRED argument left unset
-            raise UserError(f"gin: {e}; set each with --gin_param, e.g. "
+    except (UserError, RuntimeError) as e:
+        # Gin appends "In call to configurable ..." lines to what a configurable raises.
+        message = str(e).split("\n  In call to configurable")[0]
+        if isinstance(e, UserError):
+            raise UserError(message) from None
+        if message.startswith("Required bindings"):  # a gin.REQUIRED argument left unset
+            raise UserError(f"gin: {message}; set each with --gin_param, e.g. "
                             "--gin_param=\"train_lm.data_dir='/tmp/data'\".") from None
         raise
 
