@@ -74,6 +74,7 @@ def test_damaged_data_is_named_and_the_advised_repair_restores_it(tmp_path, pret
 
 
 def _train(model_dir, data_dir, corpus, steps, *extra):
+    from trainer.lm_training import train_lm  # registers its configurables before parsing
     with gin.unlock_config():
         gin.parse_config([
             f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
@@ -84,7 +85,6 @@ def _train(model_dir, data_dir, corpus, steps, *extra):
             "AWDLSTMLanguageModel.hidden_size = 20", "AWDLSTMLanguageModel.num_layers = 2",
             *extra])
     try:
-        from trainer.lm_training import train_lm
         return train_lm(str(model_dir))
     finally:
         gin.clear_config()
