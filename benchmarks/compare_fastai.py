@@ -78,7 +78,7 @@ def _our_step():
     from trainer.lm_task import LanguageModelTask  # pylint: disable=g-import-not-at-top
     # pylint: disable=g-import-not-at-top
     from trainer.models.language_model import AWDLSTMLanguageModel
-    from trainer.optimizer import FastaiAdam  # pylint: disable=g-import-not-at-top
+    from trainer.optimizer import fastai_adam  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -88,9 +88,7 @@ def _our_step():
     with strategy.scope():
         model = AWDLSTMLanguageModel(FLAGS.vocab_size, emb_size=EMB, hidden_size=HIDDEN)
         model(batch[0])
-        adam = FastaiAdam(1e-3, 0.7, 0.99, 1e-5, 0.01, gradients_reduced=True,
-                          global_clipnorm=0.25)
-        adam.exclude_from_weight_decay(var_names=["bias"])
+        adam = fastai_adam(1e-3, 0.7, gradients_reduced=True)
         adam.build(model.trainable_variables)
     task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size)
     data = iter(strategy.experimental_distribute_dataset(

@@ -17,7 +17,7 @@ import tensorflow as tf
 from model_flops import flops_per_token  # same directory
 from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import FastaiAdam
+from trainer.optimizer import fastai_adam
 from trainer.strategies import logical_cpus, make_strategy
 
 flags.DEFINE_integer("global_batch", 32, "Rows per step, split over the replicas.")
@@ -44,7 +44,7 @@ def measure(replicas):
     with strategy.scope():
         model = AWDLSTMLanguageModel(FLAGS.vocab_size)
         model(tf.zeros([per_replica, FLAGS.bptt], tf.int32))
-        adam = FastaiAdam(1e-3, 0.7, gradients_reduced=True, global_clipnorm=0.25)
+        adam = fastai_adam(1e-3, 0.7, gradients_reduced=True)
         adam.build(model.trainable_variables)
     task = LanguageModelTask(model, adam, strategy, per_replica)
     ids = tf.random.stateless_uniform([FLAGS.global_batch, FLAGS.bptt + 1], [0, 1], 0,

@@ -21,7 +21,7 @@ from model_flops import flops_per_token, matmul_peak  # same directory
 from data_pipeline.lm_dataset import lm_dataset
 from trainer.lm_task import LanguageModelTask, token_cross_entropy
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import FastaiAdam
+from trainer.optimizer import fastai_adam
 
 flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
@@ -50,7 +50,7 @@ def ours(batch, jit_compile):
         model = AWDLSTMLanguageModel(FLAGS.vocab_size, emb_size=FLAGS.emb_size,
                                      hidden_size=FLAGS.hidden_size)
         model(batch[0])
-        adam = FastaiAdam(1e-3, 0.7, gradients_reduced=True)
+        adam = fastai_adam(1e-3, 0.7, gradients_reduced=True)  # the trainer's step, clipping too
         adam.build(model.trainable_variables)
     task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size, jit_compile=jit_compile)
     data = iter(strategy.experimental_distribute_dataset(

@@ -30,10 +30,9 @@ from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest,
 from data_pipeline.sources import (ENCODING_ERRORS, SPLITS, TEXT_DOCUMENT_UNITS, read_documents,
                                    split_of)
 from data_pipeline.split_writer import Progress, SplitWriter
-from data_pipeline.tokenizer import (MODEL_TYPES, SPECIAL_IDS, load_sentencepiece,
+from data_pipeline.tokenizer import (MODEL_TYPES, SPECIAL_IDS, SPM_NAME, load_sentencepiece,
                                      train_sentencepiece)
 
-SPM_NAME = "spm.model"
 SETTINGS_NAME = "build_settings.json"
 
 

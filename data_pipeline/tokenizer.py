@@ -10,6 +10,7 @@ from data_pipeline.atomic_files import write_atomically
 from data_pipeline.errors import CorpusError, SettingError
 
 SPECIAL_IDS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
+SPM_NAME = "spm.model"  # the SentencePiece model's name in data and model directories
 MODEL_TYPES = ("unigram", "bpe")
 _TOO_FEW_PIECES = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
 

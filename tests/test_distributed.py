@@ -83,7 +83,7 @@ def test_worker_dataset_gives_each_replica_its_own_stream(unique_manifest):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
-    from trainer.lm_training import optimizer
+    from trainer.optimizer import fastai_adam
     from trainer.schedules import one_cycle
     ids = tf.random.stateless_uniform([3, ROWS, T + 1], [3, 4], 0, V, tf.int32)
     strategy = _mirrored(2)
@@ -92,8 +92,8 @@ def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
         with strategy.scope():
             model = AWDLSTMLanguageModel(V, emb_size=8, hidden_size=12)
             model(tf.zeros([ROWS // 2, T], tf.int32))
-            adam = optimizer(*one_cycle(10, max_lr=1e-2), clip_norm=0.25,
-                             mixed_precision=policy)
+            adam = fastai_adam(*one_cycle(10, max_lr=1e-2), mixed_precision=policy,
+                               gradients_reduced=True)
             adam.build(model.trainable_variables)
         task = LanguageModelTask(model, adam, strategy, ROWS // 2)
         before = [w.copy() for w in model.get_weights()]

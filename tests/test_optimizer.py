@@ -1,10 +1,11 @@
 """fastai's Adam and one-cycle, checked against NumPy transcriptions of fastai's code."""
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.optimizer import FastaiAdam
+from trainer.optimizer import FastaiAdam, fastai_adam
 from trainer.schedules import CombinedCosine, one_cycle
 
 
@@ -44,6 +45,24 @@ def test_repeated_embedding_rows_step_as_one_dense_gradient():
         FastaiAdam(0.1, 0.9, weight_decay=None).apply_gradients([(gradient, table)])
         updated.append(table.numpy())
     np.testing.assert_array_equal(updated[0], updated[1])
+
+
+def test_the_factory_builds_fastais_settings():
+    """Weight decay everywhere but biases and BatchNorm's gamma/beta; clipping at 0.25; loss
+    scaling under mixed_float16. A zero gradient leaves Adam's step at zero: only decay moves."""
+    variables = [tf.Variable([1.0, 2.0], name=name) for name in ("kernel", "bias", "gamma")]
+    fastai_adam(0.1, 0.9, weight_decay=0.5).apply_gradients(
+        [(tf.zeros([2]), v) for v in variables])
+    np.testing.assert_allclose(variables[0].numpy(), [0.95, 1.9])
+    np.testing.assert_array_equal(variables[1].numpy(), [1.0, 2.0])
+    np.testing.assert_array_equal(variables[2].numpy(), [1.0, 2.0])
+    assert isinstance(fastai_adam(0.1, 0.9, mixed_precision="mixed_float16"),
+                      keras.optimizers.LossScaleOptimizer)
+    # With no momentum Adam's step is g / (|g| + eps): eps = 1 shows the gradient's scale.
+    clipped = tf.Variable([0.0, 0.0])
+    fastai_adam(1.0, 0.0, beta_2=0.0, epsilon=1.0, weight_decay=0.0).apply_gradients(
+        [(tf.constant([30.0, 40.0]), clipped)])  # global norm 50, clipped to 0.25
+    np.testing.assert_allclose(clipped.numpy(), [-0.15 / 1.15, -0.2 / 1.2], rtol=1e-5)
 
 
 def test_one_cycle_follows_fastai_fit_one_cycle():

@@ -70,7 +70,6 @@ def test_damaged_data_is_named_and_the_advised_repair_restores_it(tmp_path, pret
     assert repaired.returncode == 0, repaired.stderr
     assert sha256(damaged) == original
     assert run("data_pipeline.build", f"--output_dir={data}", "--verify").returncode == 0
-    assert run(*train).returncode == 0
 
 
 def _train(model_dir, data_dir, corpus, steps, *extra):

@@ -1,6 +1,7 @@
 """Every user mistake a command-line tool meets ends in one `error:` line that names the file or
 setting and a fix, exit status 1 (2 for a wrong command line), no traceback, and no file that
 was there before changed or lost. Run as a user would: `python -m TOOL ...` in a subprocess."""
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -249,18 +250,37 @@ CASES = {case.__name__[1:]: case for case in (
     _tagger_tokens_and_tags_differ)}
 
 
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, pretrained_lm):
+    """{case: (expected message, status, result, files before, files after) or a skip reason}.
+    The cases' processes run two at a time: each spends seconds importing TensorFlow."""
+    prepared, found = {}, {}
+    for name, case in CASES.items():
+        tmp = tmp_path_factory.mktemp(name)
+        try:
+            prepared[name] = (tmp, *case(tmp, pretrained_lm))
+        except pytest.skip.Exception as e:
+            found[name] = str(e)
+    watched = lambda tmp: {**digests(tmp), **digests(os.path.dirname(pretrained_lm[0]))}
+    before = {name: watched(tmp) for name, (tmp, *_) in prepared.items()}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = dict(zip(prepared, pool.map(lambda p: run(*p[1]), prepared.values())))
+    for name, (tmp, _, message, status) in prepared.items():
+        found[name] = (message, status, results[name], before[name], watched(tmp))
+    return found
+
+
 @pytest.mark.heavy  # a TensorFlow process per case: minutes in all
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_user_mistake_is_one_error_line(case, tmp_path, pretrained_lm):
-    argv, message, status = CASES[case](tmp_path, pretrained_lm)
-    before = {**digests(tmp_path), **digests(os.path.dirname(pretrained_lm[0]))}
-    result = run(*argv)
+def test_user_mistake_is_one_error_line(case, outcomes):
+    if isinstance(outcomes[case], str):
+        pytest.skip(outcomes[case])
+    message, status, result, before, after = outcomes[case]
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert re.search(message, errors[0]), errors[0]
     assert "In call to configurable" not in errors[0]  # gin's own additions are dropped
     assert result.returncode == status
-    after = {**digests(tmp_path), **digests(os.path.dirname(pretrained_lm[0]))}
     assert {path: after.get(path) for path in before} == before  # nothing lost or changed
     assert not any(p.endswith("manifest.json") for p in set(after) - set(before))

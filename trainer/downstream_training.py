@@ -28,7 +28,7 @@ from data_pipeline.sources import SPLITS
 from trainer.checkpoints import latest_intact_checkpoint
 from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
                                  unfreeze_last)
-from trainer.optimizer import FastaiAdam
+from trainer.optimizer import fastai_adam
 from trainer.pretrained import (PretrainedModelError, load_pretrained_config, model_checkpoint,
                                 model_dir_and_checkpoint)
 from trainer.schedules import stlr
@@ -65,9 +65,8 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     groups = layer_groups(model)
     factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)
     lr, beta_1 = schedule(epochs * steps_per_epoch)
-    adam = FastaiAdam(lr, beta_1, weight_decay=weight_decay, lr_factors=factors,
-                      global_clipnorm=clip_norm)
-    adam.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # fastai: no wd on bn
+    adam = fastai_adam(lr, beta_1, clip_norm=clip_norm, weight_decay=weight_decay,
+                       lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
     callbacks = [GradualUnfreezing(groups)] if gradual_unfreezing else []

@@ -20,7 +20,7 @@ from trainer.checkpoints import latest_intact_checkpoint
 from trainer.divergence import LossSpikeGuard
 from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import FastaiAdam
+from trainer.optimizer import fastai_adam
 from trainer.pretrained import (check_same_vocab, load_pretrained_config, model_checkpoint,
                                 model_dir_and_checkpoint, restore_weights, weights_by_path,
                                 write_pretrained_config)
@@ -31,17 +31,8 @@ language_model = gin.external_configurable(AWDLSTMLanguageModel, "AWDLSTMLanguag
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
 
 
-@gin.configurable
-def optimizer(lr_schedule, momentum_schedule, clip_norm, mixed_precision=None, beta_2=0.99,
-              epsilon=1e-5, weight_decay=0.01):
-    """fastai's Adam, clipping the global norm of the (all-reduced, unscaled) gradient."""
-    adam = FastaiAdam(lr_schedule, momentum_schedule, beta_2, epsilon, weight_decay,
-                      gradients_reduced=True,  # LanguageModelTask all-reduces itself
-                      global_clipnorm=clip_norm)
-    adam.exclude_from_weight_decay(var_names=["bias"])  # fastai: wd_bn_bias=False
-    if mixed_precision == "mixed_float16":  # float16 gradients underflow without loss scaling
-        return keras.optimizers.LossScaleOptimizer(adam)
-    return adam
+# fastai's LM settings (beta_2, epsilon, weight_decay) are bound as optimizer.* in lm_training.gin.
+optimizer = gin.external_configurable(fastai_adam, "optimizer")
 
 
 def _gin_name(field):
@@ -144,7 +135,9 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         shape = pretrained.shape if pretrained else {"vocab_size": manifest.vocab_size}
         model = language_model(**shape)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
-        adam = optimizer(*schedule(total_steps), clip_norm, mixed_precision)
+        adam = optimizer(*schedule(total_steps), clip_norm=clip_norm,
+                         mixed_precision=mixed_precision,
+                         gradients_reduced=True)  # LanguageModelTask all-reduces itself
         adam.build(model.trainable_variables)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")

@@ -3,8 +3,8 @@
 It differs from keras.optimizers.AdamW where fastai does: beta_1 (fastai's "mom") may follow a
 schedule (one-cycle cycles it 0.8 -> 0.7 -> 0.8), the bias correction uses the current beta_1,
 and epsilon is added to the *debiased* root of the second moment (eps=1e-5). Weight decay is
-decoupled (p -= lr * wd * p before the step) as fastai's true_wd; biases are excluded by the
-caller, as fastai's wd_bn_bias=False does. `lr_factors` gives variables their own share of the
+decoupled (p -= lr * wd * p before the step) as fastai's true_wd. `fastai_adam` is how every
+trainer and benchmark builds it. `lr_factors` gives variables their own share of the
 learning rate (ULMFiT's discriminative rates: lr / 2.6^depth per layer group); it scales the
 update and the weight decay, as fastai's per-group lr does. Scaling gradients instead would do
 nothing: Adam's step does not depend on the gradient's scale.
@@ -93,3 +93,23 @@ def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step
     debias1, debias2 = 1 - tf.pow(mom, step), 1 - tf.pow(sqr_mom, step)
     param = param - lr / debias1 * grad_avg / (tf.sqrt(sqr_avg / debias2) + epsilon)
     return param, grad_avg, sqr_avg
+
+
+# fastai's wd_bn_bias=False: no weight decay on biases, nor on BatchNorm's gamma and beta.
+NO_WEIGHT_DECAY = ("bias", "gamma", "beta")
+
+
+def fastai_adam(learning_rate, beta_1, *, clip_norm=0.25, beta_2=0.99, epsilon=1e-5,
+                weight_decay=0.01, lr_factors=None, gradients_reduced=False,
+                mixed_precision=None):
+    """The one optimizer factory: FastaiAdam clipping the gradient's global norm at
+    `clip_norm` (None: no clipping), no weight decay on NO_WEIGHT_DECAY, and loss scaling under
+    'mixed_float16' (float16 gradients underflow without it). `learning_rate` and `beta_1` may be
+    schedules; `gradients_reduced` and `lr_factors` are FastaiAdam's."""
+    adam = FastaiAdam(learning_rate, beta_1, beta_2, epsilon, weight_decay,
+                      gradients_reduced=gradients_reduced, lr_factors=lr_factors,
+                      global_clipnorm=clip_norm)
+    adam.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    if mixed_precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(adam)
+    return adam

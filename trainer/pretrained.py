@@ -13,11 +13,11 @@ import tensorflow as tf
 
 from data_pipeline.atomic_files import sha256_of, write_atomically
 from data_pipeline.errors import UserError
+from data_pipeline.tokenizer import SPM_NAME
 from trainer.checkpoints import check_intact, latest_intact_checkpoint
 from trainer.models.language_model import AWDLSTMLanguageModel
 
 LM_CONFIG_NAME = "lm_config.json"
-SPM_NAME = "spm.model"
 # What fixes the weights' shapes; the rest of a model config (dropouts) is free to change.
 SHAPE_KEYS = ("vocab_size", "emb_size", "hidden_size", "num_layers", "pad_id")
 

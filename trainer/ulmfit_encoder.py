@@ -8,11 +8,11 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from data_pipeline.tokenizer import load_sentencepiece
+from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.pretrained import load_language_model
 
-BOS_ID, EOS_ID, PAD_ID = 2, 3, 1
+PAD_ID = SPECIAL_IDS["pad"]
 
 
 class SentencePieceIds(keras.layers.Layer):
