@@ -142,15 +142,19 @@ def check_shard_sizes(manifest: Manifest, shards) -> None:
             _raise_with_repair(manifest, problem)
 
 
+def _problems(manifest: Manifest):
+    """(shard, what is wrong) for every shard that is missing or differs in size or sha256."""
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            if problem := _problem(manifest, shard):
+                yield shard, problem
+
+
 def failing_shards(manifest: Manifest) -> list[ShardInfo]:
-    """Every shard that is missing or differs from the manifest in size or sha256."""
-    return [shard for split in manifest.splits.values() for shard in split.shards
-            if _problem(manifest, shard)]
+    return [shard for shard, _ in _problems(manifest)]
 
 
 def verify_shards(manifest: Manifest) -> None:
     """Full check: every shard's size and sha256 against the manifest."""
-    for split in manifest.splits.values():
-        for shard in split.shards:
-            if problem := _problem(manifest, shard):
-                _raise_with_repair(manifest, problem)
+    for _, problem in _problems(manifest):
+        _raise_with_repair(manifest, problem)
