@@ -15,7 +15,7 @@ import collections
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
@@ -84,6 +84,14 @@ def write_demo_tasks(output_dir):
                              "".join(json.dumps(r) + "\n" for r in rows))
             counts[name] = len(rows)
     return counts
+
+
+def demo_task_files(task, directory="/tmp/ulmfit_demo_tasks"):
+    """{split: path} of a demo task ("classify" or "tag"), written on first use."""
+    files = {split: os.path.join(directory, f"{task}-{split}.jsonl") for split in SPLITS}
+    if not all(tf.io.gfile.exists(f) for f in files.values()):
+        write_demo_tasks(directory)
+    return files
 
 
 def main(argv):

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.errors import CorpusError
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece, model_ids
 
 IGNORE = -1
 _TAGGING_SUFFIXES = (".tsv", ".conll", ".txt")
@@ -104,27 +104,36 @@ def label_vocabulary(labels, outside=None):
 
 
 class PieceEncoder:
-    """Texts and words to ids as the language model saw them: BOS + pieces + EOS."""
+    """Texts and words to ids as the language model saw them (tokenizer.model_ids: BOS + pieces
+    + EOS, a longer text cut to its first max_len ids)."""
 
     def __init__(self, spm_model_file, max_len):
         self.processor = load_sentencepiece(spm_model_file)
         self.max_len = max_len
 
     def text_ids(self, text):
-        """A longer text keeps BOS and its first max_len - 1 pieces; its EOS is dropped."""
-        return ([SPECIAL_IDS["bos"]] + self.processor.encode(text) + [SPECIAL_IDS["eos"]]
-                )[:self.max_len]
+        return model_ids(self.processor.encode(text), self.max_len)
 
     def word_ids(self, words):
         """(ids, word_starts): word_starts[k] is the index of word k's first piece, or -1 for
         words cut off by max_len and for words with no piece at all (e.g. a lone zero-width
         space, which SentencePiece's normalization removes)."""
-        ids, starts = [SPECIAL_IDS["bos"]], []
-        for pieces in self.processor.encode(list(words)):
-            starts.append(len(ids) if pieces and len(ids) < self.max_len - 1 else -1)
-            ids.extend(pieces)
-        ids = ids[:self.max_len - 1] + [SPECIAL_IDS["eos"]]
-        return ids, starts
+        pieces, starts = [], []
+        for word_pieces in self.processor.encode(list(words)):
+            starts.append(1 + len(pieces) if word_pieces else -1)  # 1: after BOS
+            pieces.extend(word_pieces)
+        ids = model_ids(pieces, self.max_len)
+        return ids, [s if s < len(ids) else -1 for s in starts]
+
+
+def label_ids(labels, vocabulary, path):
+    """Label strings to their ids in `vocabulary` (the train file's labels)."""
+    index = {label: i for i, label in enumerate(vocabulary)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise CorpusError(f"{path}: labels {unknown[:5]} never occur in the train file; the "
+                          "model has no class for them.")
+    return [index[label] for label in labels]
 
 
 def align_labels(word_labels, word_starts, length):

@@ -29,29 +29,11 @@ class EpochPlan:
     offset: int          # position of the range's first token in the first file's tokens
     rows: int            # batch_size
     row_length: int      # tokens per row (R); a row spans R + 1 tokens: targets overlap by one
-    starts: np.ndarray   # start column of each batch within the rows
-    lengths: np.ndarray  # columns of each batch (all bptt unless variable_bptt)
-
-
-def _batch_spans(row_length, bptt, variable_bptt, rng):
-    if not variable_bptt:
-        count = row_length // bptt
-        return np.arange(count) * bptt, np.full(count, bptt)
-    # AWD-LSTM: mostly around bptt, sometimes around bptt/2, never below 5 tokens.
-    starts, lengths, position = [], [], 0
-    while True:
-        mean = bptt if rng.random() < 0.95 else bptt / 2
-        length = max(5, int(rng.normal(mean, 5)))
-        if position + length > row_length:
-            break
-        starts.append(position)
-        lengths.append(length)
-        position += length
-    return np.array(starts, np.int64), np.array(lengths, np.int64)
+    starts: np.ndarray   # start column of each batch within the rows (bptt columns each)
 
 
 def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, num_pipelines=1,
-               pipeline=0, seed=0, epoch=0, shuffle=True, variable_bptt=False) -> EpochPlan:
+               pipeline=0, seed=0, epoch=0, shuffle=True) -> EpochPlan:
     shards = manifest.split(split).shards
     check_shard_sizes(manifest, shards)
     rng = np.random.default_rng([seed, epoch])
@@ -60,7 +42,7 @@ def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, nu
     total = sum(s.tokens for s in shards)
     per_pipeline = total // num_pipelines
     row_length = (per_pipeline - 1) // batch_size
-    starts, lengths = _batch_spans(row_length, bptt, variable_bptt, rng)
+    starts = np.arange(row_length // bptt) * bptt
     if len(starts) == 0:
         raise SettingError(
             "{path}: split {split!r} has {total:,} tokens, too few for {pipelines} pipeline(s) x "
@@ -79,7 +61,7 @@ def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, nu
             records.append(shard.records)
             seeds.append(shard_seeds[index])
         position += shard.tokens
-    return EpochPlan(files, records, seeds, offset, batch_size, row_length, starts, lengths)
+    return EpochPlan(files, records, seeds, offset, batch_size, row_length, starts)
 
 
 def _shard_tokens(path, records, seed, shuffle):
@@ -94,20 +76,18 @@ def _shard_tokens(path, records, seed, shuffle):
 
 
 def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=None, *,
-               seed: int = 0, epoch: int = 0, shuffle: bool = True, variable_bptt: bool = False,
+               seed: int = 0, epoch: int = 0, shuffle: bool = True,
                start_batch: int = 0) -> tf.data.Dataset:
     """`(inputs, targets)` int32 batches of shape [batch_size, bptt] for one epoch of `split`.
 
     `manifest` is a data directory, its manifest.json, or a loaded `Manifest`. `batch_size` is
-    the rows this pipeline yields. `variable_bptt` draws AWD-LSTM's random sequence lengths
-    (same lengths on every pipeline); leave it off where static shapes are needed (XLA, TPU).
-    `start_batch` resumes an epoch at that batch.
+    the rows this pipeline yields; every batch has that static shape (what XLA and TPUs need;
+    fastai, too, uses a fixed bptt). `start_batch` resumes an epoch at that batch.
     """
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     plan = plan_epoch(
         manifest, split, batch_size, bptt, seed=seed, epoch=epoch, shuffle=shuffle,
-        variable_bptt=variable_bptt,
         num_pipelines=input_context.num_input_pipelines if input_context else 1,
         pipeline=input_context.input_pipeline_id if input_context else 0)
     needed = plan.rows * plan.row_length + 1
@@ -124,17 +104,15 @@ def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=N
                  + tf.range(plan.row_length + 1)[None, :])
         return tf.gather(stream, index)  # [rows, R + 1]
 
-    starts, lengths = plan.starts[start_batch:], plan.lengths[start_batch:]
+    starts = plan.starts[start_batch:]
+    shape = [plan.rows, bptt]
 
     def batches(rows):
-        spans = tf.data.Dataset.from_tensor_slices((starts, lengths))
-        return spans.map(lambda start, length: (rows[:, start:start + length],
-                                                rows[:, start + 1:start + 1 + length]))
+        return tf.data.Dataset.from_tensor_slices(starts).map(
+            lambda start: (tf.ensure_shape(rows[:, start:start + bptt], shape),
+                           tf.ensure_shape(rows[:, start + 1:start + 1 + bptt], shape)))
 
     dataset = tokens.ragged_batch(len(plan.files)).map(to_rows).flat_map(batches)
-    if not variable_bptt:
-        shape = [plan.rows, bptt]
-        dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)))
     return dataset.apply(tf.data.experimental.assert_cardinality(len(starts))).prefetch(
         tf.data.AUTOTUNE)
 

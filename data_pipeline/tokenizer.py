@@ -15,6 +15,15 @@ MODEL_TYPES = ("unigram", "bpe")
 _TOO_FEW_PIECES = re.compile(r"smaller than required_chars\. \d+ vs (\d+)")
 
 
+def model_ids(pieces, max_len=None):
+    """The ids a model reads for one text: BOS, its pieces, EOS. A text longer than `max_len`
+    keeps its first `max_len` ids (so loses its EOS). This is the one truncation rule: the
+    downstream data (labeled_data.PieceEncoder) and the in-graph tokenizer of exported models
+    (trainer/ulmfit_encoder.SentencePieceIds) both follow it."""
+    ids = [SPECIAL_IDS["bos"], *pieces, SPECIAL_IDS["eos"]]
+    return ids if max_len is None else ids[:max_len]
+
+
 def _training_sentences(documents: Iterable[str], failure: list) -> Iterator[str]:
     # SentencePiece turns an exception raised by its input iterator into a RuntimeError that
     # loses the type; keep the original so the caller sees e.g. which file is not UTF-8.

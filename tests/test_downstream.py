@@ -13,16 +13,20 @@ import tensorflow as tf
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import classification_examples, tag_words
 from data_pipeline.errors import CorpusError
-from trainer.downstream_training import (TokensPerSecond, fit_recipe, train_classifier,
-                                         train_tagger)
-from trainer.fine_tuning import (GradualUnfreezing, discriminative_lr_factors, layer_groups,
-                                 unfreeze_last)
+from data_pipeline.tokenizer import SPECIAL_IDS, model_ids
+from trainer import configurables
+from trainer.downstream.classification import train_classifier
+from trainer.fine_tuning import (GradualUnfreezing, TokensPerSecond, discriminative_lr_factors,
+                                 fit_recipe, layer_groups, unfreeze_last)
+from trainer.downstream.tagging import train_tagger
+from trainer.models.config import AWD_LSTM_CLAS_CONFIG, DROPOUTS
 from trainer.models.pooling_classifier import masked_concat_pool
 from trainer.optimizer import FastaiAdam
 from trainer.pretrained import PretrainedModelError
 from trainer.schedules import SlantedTriangular
 from trainer.span_f1 import span_f1
 from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.ulmfit_encoder import SentencePieceIds
 from trainer.ulmfit_tagger import ulmfit_sequence_tagger
 
 NO_DROPOUT = dict(hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
@@ -63,10 +67,25 @@ def test_label_alignment_round_trip(pretrained_lm):
     ids, starts = encoder.word_ids(["the", "\u200b", "tokens"])
     assert starts[1] == -1 and data.word_predictions(
         data.align_labels([1, 2, 3], starts, len(ids)), starts) == [1, 0, 3]
+    full_ids, _ = encoder.word_ids(words)
     short_ids, short_starts = data.PieceEncoder(spm_model, max_len=6).word_ids(words)
-    assert len(short_ids) == 6 and short_ids[-1] == 3  # cut, EOS kept
+    assert short_ids == full_ids[:6]  # cut as every text is: the first max_len ids
     assert short_starts[-1] == -1 and data.word_predictions(
         data.align_labels(labels, short_starts, 6), short_starts, missing=9)[-1] == 9
+
+
+def test_one_truncation_rule_for_classifier_tagger_and_the_in_graph_tokenizer(pretrained_lm):
+    spm_model = os.path.join(pretrained_lm[0], "spm.model")
+    texts = ["a short text", " ".join(["the unpredictable tokens carry context"] * 8)]
+    for max_len in (8, 64):
+        encoder = data.PieceEncoder(spm_model, max_len)
+        in_graph = SentencePieceIds(spm_model, fixed_seq_len=max_len)(tf.constant(texts)).numpy()
+        for text, row in zip(texts, in_graph):
+            ids = encoder.text_ids(text)
+            assert ids == model_ids(encoder.processor.encode(text))[:max_len]
+            assert list(row) == ids + [SPECIAL_IDS["pad"]] * (max_len - len(ids))
+            assert encoder.word_ids(text.split())[0] == ids  # these words encode alike alone
+    assert len(data.PieceEncoder(spm_model, 8).text_ids(texts[1])) == 8
 
 
 def test_discriminative_rates_scale_each_groups_update():
@@ -264,3 +283,38 @@ def test_classifier_and_tagger_fit_on_tiny_data(pretrained_lm, tmp_path, tiny_re
                            files={"train": str(conll), "valid": jsonl, "test": jsonl},
                            from_scratch=True, epochs=2, batch_size=8, max_len=24)
     assert metrics["tags"] == ["O", "B-DET"] and 0 <= metrics["test_f1"] <= 1
+
+
+def test_downstream_models_honour_the_model_and_head_bindings(pretrained_lm, tmp_path,
+                                                              monkeypatch):
+    built = []
+
+    def build_only(model, loss, *args, metrics=(), **kwargs):  # no training: the wiring is tested
+        built.append(model)
+        model.compile("sgd", loss, metrics=list(metrics))
+
+    monkeypatch.setattr(configurables, "fit_recipe", build_only)
+    rows = [{"text": f"text number {i}", "label": str(i % 2)} for i in range(4)]
+    classify = {s: _write_jsonl(tmp_path / f"c-{s}.jsonl", rows) for s in ("train", "valid", "test")}
+    sentences = [{"tokens": ["the", "model"], "tags": ["B-DET", "O"]}] * 4
+    tag = {s: _write_jsonl(tmp_path / f"t-{s}.jsonl", sentences) for s in ("train", "valid", "test")}
+    with gin.unlock_config():
+        gin.parse_config(["AWDLSTMLanguageModel.drop_mult = 0.5",
+                          "AWDLSTMLanguageModel.hidden_p = 0.2",
+                          "ulmfit_classifier.lin_ftrs = (7,)"])
+    try:
+        train_classifier(str(tmp_path / "c"), pretrained=pretrained_lm[0], files=classify)
+        train_tagger(str(tmp_path / "t"), pretrained=pretrained_lm[0], files=tag)
+    finally:
+        gin.clear_config()
+    classifier, tagger = built
+    model = json.loads(open(os.path.join(pretrained_lm[0], "lm_config.json")).read())["model"]
+    sizes = {k: v for k, v in model.items() if k not in DROPOUTS}
+    encoder_dropouts = ("input_p", "embed_p", "weight_p")  # hidden_p is bound
+    clas = AWD_LSTM_CLAS_CONFIG
+    assert classifier.get_layer("encoder").config == {
+        **sizes, **{k: clas[k] * 0.5 for k in encoder_dropouts}, "hidden_p": 0.2 * 0.5}
+    head = classifier.get_layer("classifier_head").config
+    assert head["lin_ftrs"] == (7,) and head["output_p"] == clas["output_p"] * 0.5
+    assert tagger.get_layer("encoder").config == {
+        **sizes, **{k: model[k] * 0.5 for k in encoder_dropouts}, "hidden_p": 0.2 * 0.5}

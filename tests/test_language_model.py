@@ -1,7 +1,9 @@
 """The AWD-LSTM LM: defaults, tied decoder, stateful calls, inference without dropout."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from trainer.models.config import AWD_LSTM_LM_CONFIG, DROPOUTS
 from trainer.models.language_model import AWDLSTMLanguageModel, activation_regularization
 
 SMALL = dict(emb_size=8, hidden_size=16, num_layers=3)
@@ -18,6 +20,17 @@ def test_defaults_are_fastai_awd_lstm_lm_config():
     assert config == dict(vocab_size=100, output_p=0.1, emb_size=400, hidden_size=1152,
                           num_layers=3, pad_id=1, hidden_p=0.15, input_p=0.25, embed_p=0.02,
                           weight_p=0.2)
+    assert config == dict(vocab_size=100, **AWD_LSTM_LM_CONFIG)  # where the numbers live
+
+
+def test_drop_mult_scales_the_five_dropouts_set_or_default():
+    config = AWDLSTMLanguageModel(100, drop_mult=0.3, hidden_p=0.5).get_config()
+    expected = {**AWD_LSTM_LM_CONFIG, "hidden_p": 0.5}
+    for key in DROPOUTS:
+        assert abs(config[key] - 0.3 * expected[key]) < 1e-12, key
+    assert config["emb_size"] == AWD_LSTM_LM_CONFIG["emb_size"]
+    with pytest.raises(TypeError, match=r"Unknown AWD-LSTM setting\(s\) \['hiden_p'\]"):
+        AWDLSTMLanguageModel(100, hiden_p=0.1)
 
 
 def test_decoder_is_the_embedding_variable():

@@ -62,17 +62,6 @@ def test_epochs_are_seeded_shuffles(unique_manifest):
     assert ordered[0][0][0, 0] == 10  # no shuffle: the stream starts at the first document
 
 
-def test_variable_bptt(unique_manifest):
-    batches = _epoch(unique_manifest, 2, 20, variable_bptt=True, seed=3)
-    lengths = [x.shape[1] for x, _ in batches]
-    assert len(set(lengths)) > 1 and min(lengths) >= 5
-    for (x0, y0), (x1, _) in zip(batches, batches[1:]):
-        assert (x1[:, 0] == y0[:, -1]).all()
-    # Every pipeline draws the same lengths, so replicas stay in step.
-    other = _epoch(unique_manifest, 2, 20, pipelines=2, pipeline=1, variable_bptt=True, seed=3)
-    assert [x.shape[1] for x, _ in other] == lengths[:len(other)]
-
-
 def test_too_small_split_and_truncated_shard_are_clear_errors(unique_manifest, tmp_path):
     with pytest.raises(CorpusError, match="too few for 4 pipeline"):
         lm_dataset(unique_manifest, "train", 64, 70,

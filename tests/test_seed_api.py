@@ -96,7 +96,7 @@ def test_an_imported_model_fine_tunes_as_a_language_model(fastai_import, tmp_pat
 
 @pytest.mark.parametrize("from_scratch", [False, True], ids=["pretrained", "from_scratch"])
 def test_an_imported_model_fine_tunes_as_a_classifier(fastai_import, tmp_path, from_scratch):
-    from trainer.downstream_training import train_classifier
+    from trainer.downstream.classification import train_classifier
     imported, _, _ = fastai_import
     rows = [{"text": WORDS[i], "label": str(i % 2)} for i in range(24)]
     files = {}

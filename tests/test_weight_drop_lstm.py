@@ -51,6 +51,29 @@ def test_seed_api_cell_inside_keras_rnn_draws_one_mask_per_batch():
     assert not np.array_equal(rnn(x, training=True), rnn(x, training=True))  # new batch, new mask
 
 
+def test_seed_api_cell_trains_with_one_mask_per_batch_and_keeps_dropped_weights():
+    keras.utils.set_random_seed(0)
+    cell = WeightDropLSTMCell(H, weight_dropout=0.5)
+    model = keras.Sequential([keras.Input((T, D)), keras.layers.RNN(cell), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")  # a compiled (graph) train step, as users fit
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, T, D)).astype(np.float32)
+    y = x[:, -3:, :1].sum(1)
+    kept = []
+    for _ in range(2):
+        before = cell.recurrent_kernel.numpy()
+        model.train_on_batch(x, y)
+        moved = cell.recurrent_kernel.numpy() != before
+        # One mask for the whole batch: a dropped weight gets no gradient at any time step, and
+        # it keeps its value (a mask per time step would leave almost none unmoved; a
+        # destructive drop would zero them).
+        assert 0.35 < moved.mean() < 0.65
+        kept.append(moved)
+    assert not np.array_equal(*kept)  # every batch draws its own mask
+    losses = model.fit(x, y, epochs=40, verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+
+
 def test_masks_differ_across_steps_and_replicas_and_repeat_for_the_same_triple():
     raw = tf.ones([40, 80])
     def mask(step, replica):

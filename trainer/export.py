@@ -16,7 +16,7 @@ import os
 # Before TensorFlow loads: keep its C++ INFO lines out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags
+from absl import flags
 import tensorflow as tf
 
 from data_pipeline.atomic_files import temporary_path

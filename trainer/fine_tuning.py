@@ -1,12 +1,26 @@
-"""ULMFiT's fine-tuning recipes on a Keras model: layer groups, discriminative learning rates
-and gradual unfreezing.
+"""ULMFiT's fine-tuning recipe on a Keras model: layer groups, discriminative learning rates,
+gradual unfreezing, a schedule (STLR by default), FastaiAdam with clipping, and `fit_recipe`,
+which fits with all of them and checkpoints every epoch.
 
 Layer groups follow fastai's awd_lstm_clas_split: the embedding, each LSTM, then the head
 (every layer outside the encoder). Group k of n trains at lr / 2.6^(n-1-k), so the head gets
 the full rate and the embedding the smallest. Gradual unfreezing trains only the last group in
 the first epoch and unfreezes one more group each epoch.
 """
+import json
+import os
+import time
+
+from absl import logging
 import keras
+import tensorflow as tf
+
+from data_pipeline.atomic_files import write_atomically
+from trainer.checkpoints import latest_intact_checkpoint
+from trainer.optimizer import fastai_adam
+from trainer.pretrained import model_checkpoint
+from trainer.schedules import stlr
+from trainer.strategies import checkpoint_write_dir
 
 
 def layer_groups(model, encoder_name="encoder"):
@@ -41,3 +55,98 @@ class GradualUnfreezing(keras.callbacks.Callback):
         unfreeze_last(self.groups, epoch + 1)
         # The compiled train step fixed its variable list when it was traced.
         self.model.make_train_function(force=True)
+
+
+def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,
+               discriminative_factor=2.6, gradual_unfreezing=True, clip_norm=0.25,
+               weight_decay=0.01, metrics=(), model_dir=None, tokens_per_epoch=None):
+    """Compiles `model` with ULMFiT's optimizer settings and fits it; returns the history.
+
+    With `model_dir`, every epoch is checkpointed (MODEL_DIR/resume); run again with the same
+    `model_dir`, it goes on from the last finished epoch (weights, optimizer state, schedule
+    position and unfreezing stage), and a finished run trains no further. The resumed epochs see
+    the data in another order and draw other dropout masks than an uninterrupted run would.
+    """
+    groups = layer_groups(model)
+    factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)
+    lr, beta_1 = schedule(epochs * steps_per_epoch)
+    adam = fastai_adam(lr, beta_1, clip_norm=clip_norm, weight_decay=weight_decay,
+                       lr_factors=factors)
+    adam.build(model.trainable_variables)  # every variable, frozen ones included
+    model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
+    callbacks = [GradualUnfreezing(groups)] if gradual_unfreezing else []
+    if tokens_per_epoch:
+        callbacks.append(TokensPerSecond(tokens_per_epoch))
+    initial_epoch = 0
+    if model_dir:
+        checkpoints = EpochCheckpoints(model, adam, os.path.join(model_dir, "resume"))
+        initial_epoch = checkpoints.restore(steps_per_epoch)
+        callbacks += [checkpoints, keras.callbacks.TensorBoard(model_dir, update_freq=10)]
+    history = model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
+                        initial_epoch=initial_epoch, shuffle=False,
+                        verbose=2)  # `train` reshuffles itself
+    unfreeze_last(groups, len(groups))
+    return history
+
+
+
+def save_fine_tuned(model_dir, model, metrics):
+    """Writes the fine-tuned weights (MODEL_DIR/weights) and metrics.json; returns the metrics."""
+    tf.io.gfile.makedirs(model_dir)
+    model_checkpoint(model).write(os.path.join(model_dir, "weights"))
+    write_atomically(os.path.join(model_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    return metrics
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Saves the model and optimizer state after every epoch (the last one is kept).
+
+    Not keras.callbacks.BackupAndRestore: in Keras 3 it writes one .weights.h5 that has no
+    checksums (a damaged file can load silently) and that every worker of a multi-worker
+    strategy writes at once. These are the LM trainer's TF checkpoints: every tensor is read back
+    (crc32c) before a restore, a damaged newest one gives way to an intact one, and non-chief
+    workers write scratch copies.
+    """
+
+    def __init__(self, model, optimizer, directory):
+        super().__init__()
+        self.directory = directory
+        self.checkpoint = model_checkpoint(model, optimizer=optimizer)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, checkpoint_write_dir(tf.distribute.get_strategy(), directory), 1)
+
+    def restore(self, steps_per_epoch):
+        """Restores the last epoch's checkpoint, if any; returns the epoch to go on from."""
+        latest = latest_intact_checkpoint(self.directory)
+        if not latest:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        # Checkpoints are written at epoch ends only, so the step count is whole epochs.
+        epoch = int(self.checkpoint.optimizer.iterations.numpy()) // steps_per_epoch
+        logging.info("Resumed from %s: %d epochs done.", latest, epoch)
+        return epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self.manager.directory != self.directory:  # a non-chief worker's scratch copy
+            tf.io.gfile.rmtree(self.manager.directory)
+
+
+
+class TokensPerSecond(keras.callbacks.Callback):
+    """Adds `tokens_per_s` (training tokens, padding excluded) to each epoch's log line."""
+
+    def __init__(self, tokens_per_epoch):
+        super().__init__()
+        self.tokens_per_epoch = tokens_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.end = time.perf_counter()  # validation runs after the last batch; not counted
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["tokens_per_s"] = self.tokens_per_epoch / (self.end - self.start)

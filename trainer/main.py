@@ -12,10 +12,11 @@ import gin
 import tensorflow as tf
 
 from data_pipeline.errors import UserError, run_tool
-from trainer import downstream_training, lm_training
+from trainer import lm_training
 from trainer.allocator import keep_freed_memory
+from trainer.downstream import classification, tagging
 
-del downstream_training  # imported for its gin configurables
+del classification, tagging  # imported for their gin entry points
 
 # Includes such as 'gin_configs/lm_training.gin' resolve from any working directory.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +31,7 @@ flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local 
 @gin.configurable
 def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
     """What a config trains: the language model (default), or e.g. `job.trainer =
-    @train_classifier` / `@train_tagger` (downstream_training). `reuse_freed_memory`: see
+    @train_classifier` / `@train_tagger` (trainer/downstream/). `reuse_freed_memory`: see
     trainer/allocator.py (about 25% faster LM steps on CPU)."""
     if reuse_freed_memory:
         keep_freed_memory()

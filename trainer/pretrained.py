@@ -53,6 +53,15 @@ def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids
     write_atomically(os.path.join(model_dir, LM_CONFIG_NAME), json.dumps(config, indent=2))
 
 
+def encoder_source(pretrained, from_scratch):
+    """(pretrained_weights or None, sizes, SentencePiece model) of a downstream model's encoder:
+    `pretrained`'s weights, or with `from_scratch` its sizes and vocabulary, random weights."""
+    config = load_pretrained_config(model_dir_and_checkpoint(pretrained)[0])
+    if from_scratch:
+        return None, config.shape, config.spm_model_path
+    return pretrained, {}, config.spm_model_path
+
+
 def model_dir_and_checkpoint(path):
     """`path` is a model directory (its latest checkpoint) or one checkpoint prefix in it."""
     if tf.io.gfile.isdir(path):
@@ -124,6 +133,12 @@ def load_language_model(path, spm_model_file=None, **overrides):
     model_dir, checkpoint = model_dir_and_checkpoint(path)
     config = load_pretrained_config(model_dir)
     check_same_vocab(config, spm_model_file)
+    resized = {k: v for k, v in overrides.items() if k in SHAPE_KEYS and v != config.model[k]}
+    if resized:
+        raise PretrainedModelError(
+            f"{model_dir}: a model on these weights keeps their sizes "
+            f"({', '.join(f'{k}={config.model[k]}' for k in resized)}), not {resized}. Drop "
+            "those settings (e.g. AWDLSTMLanguageModel.emb_size) or train from scratch.")
     model = AWDLSTMLanguageModel(**{**config.model, **overrides})
     model(tf.zeros([1, 1], tf.int32))
     restore_weights(weights_by_path(model), checkpoint)

@@ -1,7 +1,6 @@
 """fastai's one-cycle policy as Keras schedules (learning rate and Adam's beta_1)."""
 import math
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -34,7 +33,6 @@ class CombinedCosine(keras.optimizers.schedules.LearningRateSchedule):
                     middle=self.middle, end=self.end)
 
 
-@gin.configurable
 def one_cycle(total_steps, max_lr=2e-3, div=25.0, div_final=1e5, pct_start=0.25,
               moms=(0.8, 0.7, 0.8)):
     """fastai's fit_one_cycle; moms defaults to TextLearner's (0.8, 0.7, 0.8).
@@ -67,7 +65,6 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
                     ratio=self.ratio)
 
 
-@gin.configurable
 def stlr(total_steps, max_lr=0.01, cut_frac=0.1, ratio=32.0, beta_1=0.7):
     """ULMFiT's STLR with Adam's beta_1 fixed (the paper's 0.7). Returns (lr, beta_1)."""
     return SlantedTriangular(total_steps, max_lr, cut_frac, ratio), beta_1

@@ -1,7 +1,6 @@
 """The tf.distribute strategy a run uses, chosen in gin (see gin_configs/mirrored.gin etc.)."""
 import os
 
-import gin
 import tensorflow as tf
 
 STRATEGY_KINDS = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -37,7 +36,6 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
-@gin.configurable
 def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     """kind:
       one_device    `devices[0]`, default the first GPU, else the CPU.

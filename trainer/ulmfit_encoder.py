@@ -19,7 +19,8 @@ class SentencePieceIds(keras.layers.Layer):
     """Raw strings [batch] -> ids [batch, time] int32: BOS + pieces + EOS, padded with PAD_ID.
 
     With `fixed_seq_len`, every row has that length; longer texts keep their first
-    `fixed_seq_len` ids (so lose their EOS), as the seed's fixed-length encoder does.
+    `fixed_seq_len` ids (so lose their EOS), as the seed's fixed-length encoder does and as
+    data_pipeline.tokenizer.model_ids cuts the downstream data.
     """
 
     def __init__(self, spm_model_file=None, fixed_seq_len=None, spm_model_proto=None, **kwargs):

@@ -20,10 +20,10 @@ def sub_seed(seed, slot):
 
 
 class AWDLSTMEncoder(keras.layers.Layer):
-    """Defaults are fastai's `awd_lstm_lm_config`."""
+    """Sizes and dropouts as in trainer/models/config.py (no defaults here: one place has them)."""
 
-    def __init__(self, vocab_size, emb_size=400, hidden_size=1152, num_layers=3, pad_id=1,
-                 hidden_p=0.15, input_p=0.25, embed_p=0.02, weight_p=0.2, **kwargs):
+    def __init__(self, vocab_size, emb_size, hidden_size, num_layers, pad_id, hidden_p, input_p,
+                 embed_p, weight_p, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(vocab_size=vocab_size, emb_size=emb_size, hidden_size=hidden_size,
                            num_layers=num_layers, pad_id=pad_id, hidden_p=hidden_p,

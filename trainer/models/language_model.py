@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from trainer.models.awd_lstm import AWDLSTMEncoder, sub_seed
+from trainer.models.config import AWD_LSTM_LM_CONFIG, awd_lstm_config
 from trainer.models.dropouts import LockedDropout
 
 _OUTPUT_SEED = 300
@@ -14,15 +15,17 @@ _OUTPUT_SEED = 300
 class AWDLSTMLanguageModel(keras.Model):
     """`call(ids, states, training, seed)` -> (logits, new_states, raw_output, dropped_output).
 
-    Defaults are fastai's `awd_lstm_lm_config`: the decoder's weight IS the embedding matrix
-    (tied), with its own bias.
+    `config`: sizes and dropouts over AWD_LSTM_LM_CONFIG (fastai's `awd_lstm_lm_config`), the
+    dropouts times `drop_mult`. The decoder's weight IS the embedding matrix (tied), with its
+    own bias.
     """
 
-    def __init__(self, vocab_size, output_p=0.1, **encoder_kwargs):
+    def __init__(self, vocab_size, drop_mult=1.0, **config):
         super().__init__()
-        self.encoder = AWDLSTMEncoder(vocab_size, name="encoder", **encoder_kwargs)
-        self.output_dropout = LockedDropout(output_p, name="output_dropout")
-        self.output_p = output_p
+        config = awd_lstm_config(AWD_LSTM_LM_CONFIG, drop_mult, **config)
+        self.output_p = config.pop("output_p")
+        self.encoder = AWDLSTMEncoder(vocab_size, name="encoder", **config)
+        self.output_dropout = LockedDropout(self.output_p, name="output_dropout")
 
     def build(self, input_shape):
         if not self.encoder.built:  # it may have been called on its own first

@@ -15,9 +15,6 @@ import tensorflow as tf
 from keras.src import backend as keras_backend  # the entry keras.layers.LSTM uses for cuDNN
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
-IMPLEMENTATIONS = ("cudnn", "fused")
-
-
 def gpu_available() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 

@@ -34,10 +34,10 @@ class ConcatPooling(keras.layers.Layer):
 class PoolingLinearClassifier(keras.layers.Layer):
     """(hidden, token_mask) -> class logits (not `mask`: Keras reserves that name).
 
-    fastai's defaults: lin_ftrs (50,), dropout output_p before the first Dense, 0.1 before
-    each next one."""
+    `lin_ftrs`: the hidden layers' sizes; dropout `output_p` before the first Dense and `ps`
+    before each next one (fastai's defaults are in trainer/ulmfit_classifier.py)."""
 
-    def __init__(self, num_classes, lin_ftrs=(50,), output_p=0.4, ps=(0.1,), **kwargs):
+    def __init__(self, num_classes, lin_ftrs, output_p, ps, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(num_classes=num_classes, lin_ftrs=tuple(lin_ftrs),
                            output_p=output_p, ps=tuple(ps))

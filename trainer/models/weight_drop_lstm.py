@@ -77,11 +77,10 @@ class WeightDropLSTM(keras.layers.Layer):
     this batch's mask and is required when training with weight_dropout > 0.
     """
 
-    def __init__(self, units, weight_dropout=0.0, implementation=None, **kwargs):
+    def __init__(self, units, weight_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.weight_dropout = weight_dropout
-        self.implementation = implementation  # None: chosen per call by lstm_kernel
         self.cell = WeightDropLSTMCell(units, weight_dropout, name="cell")
 
     def build(self, input_shape):
@@ -94,9 +93,8 @@ class WeightDropLSTM(keras.layers.Layer):
                 raise ValueError(f"{self.name}: training with weight_dropout needs a mask seed.")
             recurrent_kernel = self.cell.dropped_recurrent_kernel(seed)
         outputs, h, c = lstm_sequence(inputs, initial_state[0], initial_state[1], self.cell.kernel,
-                                      recurrent_kernel, self.cell.bias, self.implementation)
+                                      recurrent_kernel, self.cell.bias)
         return outputs, (h, c)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "weight_dropout": self.weight_dropout,
-                "implementation": self.implementation}
+        return {**super().get_config(), "units": self.units, "weight_dropout": self.weight_dropout}

@@ -1,0 +1,54 @@
+"""ULMFiT stage 3 for text classification: the gin entry point `train_classifier`
+(gin_configs/classifier.gin, run by trainer.main).
+
+It fine-tunes fastai's concat-pooling classifier on a pretrained encoder with ULMFiT's recipe
+(trainer/fine_tuning.py); `from_scratch=True` trains the same architecture, with the same
+recipe, from random weights: the baseline that pretraining has to beat.
+"""
+import gin
+import keras
+
+from data_pipeline import labeled_data as data
+from data_pipeline.sources import SPLITS
+from trainer import configurables
+from trainer.fine_tuning import save_fine_tuned
+from trainer.pretrained import encoder_source
+
+
+@gin.configurable(denylist=["model_dir"])
+def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
+                     max_len=256, batch_size=32, epochs=4, seed=0):
+    """Fine-tunes a classifier; `files` {train, valid, test} are JSONL (default: the demo
+    task). Returns accuracy on valid and test."""
+    files = files or configurables.demo_task_files("classify")
+    keras.utils.set_random_seed(seed)
+    weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
+    encoder = data.PieceEncoder(spm_model, max_len)
+
+    def encoded(split):
+        texts, labels = data.read_classification(files[split])
+        return [encoder.text_ids(t) for t in texts], labels
+
+    splits = {split: encoded(split) for split in SPLITS}
+    vocabulary = data.label_vocabulary(splits["train"][1])
+    train_ids = splits["train"][0]
+
+    def dataset(split, shuffle_seed=None):
+        ids, labels = splits[split]
+        return data.labelled_dataset(ids, data.label_ids(labels, vocabulary, files[split]),
+                                     batch_size, shuffle_seed=shuffle_seed)
+
+    with configurables.make_strategy().scope():
+        model, _ = configurables.classifier(
+            num_classes=len(vocabulary), pretrained_weights=weights, spm_model_file=spm_model,
+            **{**sizes, **configurables.model_bindings()})
+        configurables.fit_recipe(
+            model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),
+            metrics=["accuracy"], model_dir=model_dir,
+            tokens_per_epoch=sum(map(len, train_ids)))
+    metrics = {"labels": vocabulary, "from_scratch": from_scratch}
+    for split in ("valid", "test"):
+        metrics[f"{split}_accuracy"] = float(model.evaluate(dataset(split), verbose=0,
+                                                            return_dict=True)["accuracy"])
+    return save_fine_tuned(model_dir, model, metrics)

@@ -1,0 +1,77 @@
+"""ULMFiT stage 3 for sequence tagging: the gin entry point `train_tagger` (gin_configs/
+tagger.gin, run by trainer.main).
+
+It fine-tunes the seed's tagger (a softmax over tags at every piece) on a pretrained encoder
+with ULMFiT's recipe (trainer/fine_tuning.py); a word's tag sits on its first
+SentencePiece piece. `from_scratch=True` trains the same architecture from random weights.
+"""
+import gin
+import keras
+import numpy as np
+
+from data_pipeline import labeled_data as data
+from data_pipeline.sources import SPLITS
+from data_pipeline.tokenizer import SPECIAL_IDS
+from trainer import configurables
+from trainer.fine_tuning import save_fine_tuned
+from trainer.pretrained import encoder_source
+from trainer.span_f1 import span_f1
+from trainer.ulmfit_encoder import tf2_ulmfit_encoder
+from trainer.ulmfit_tagger import tagger_head
+
+
+def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
+    """Per-word tag strings of each row of `ids`, read off each word's first piece. Rows are
+    right-padded to the longest: padding after a text never changes its states."""
+    padded = keras.utils.pad_sequences(ids, padding="post", value=SPECIAL_IDS["pad"])
+    pieces = np.argmax(model.predict(padded, batch_size=batch_size, verbose=0), -1)
+    return [[vocabulary[p] for p in data.word_predictions(row, starts)]
+            for row, starts in zip(pieces, word_starts)]
+
+
+@gin.configurable(denylist=["model_dir"])
+def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
+                 max_len=128, batch_size=32, epochs=4, outside_tag="O", seed=0):
+    """Fine-tunes the seed's sequence tagger; `files` {train, valid, test} are JSONL or
+    TSV/CoNLL (default: the demo task). Returns span-level F1 on valid and test."""
+    files = files or configurables.demo_task_files("tag")
+    keras.utils.set_random_seed(seed)
+    weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
+    encoder = data.PieceEncoder(spm_model, max_len)
+    sentences = {split: data.read_tagging(path) for split, path in files.items()}
+    vocabulary = data.label_vocabulary([t for _, tags in sentences["train"] for t in tags],
+                                       outside_tag)
+
+    def encoded(split):
+        ids, labels, starts = [], [], []
+        for words, tags in sentences[split]:
+            row, word_starts = encoder.word_ids(words)
+            ids.append(row)
+            labels.append(data.align_labels(data.label_ids(tags, vocabulary, files[split]),
+                                            word_starts, len(row)))
+            starts.append(word_starts)
+        return ids, labels, starts
+
+    splits = {split: encoded(split) for split in SPLITS}  # (ids, piece labels, word starts)
+    train_ids = splits["train"][0]
+
+    def dataset(split, shuffle_seed=None):
+        ids, labels, _ = splits[split]
+        return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed)
+
+    with configurables.make_strategy().scope():
+        _, encoder_num, _, _ = tf2_ulmfit_encoder(
+            pretrained_weights=weights, spm_model_file=spm_model,
+            **{**sizes, **configurables.model_bindings()})
+        model = tagger_head(encoder_num, len(vocabulary))
+        configurables.fit_recipe(
+            model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
+            dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),
+            model_dir=model_dir, tokens_per_epoch=sum(map(len, train_ids)))
+    metrics = {"tags": vocabulary, "from_scratch": from_scratch}
+    for split in ("valid", "test"):
+        ids, _, starts = splits[split]
+        predicted = predicted_tags(model, ids, starts, vocabulary, batch_size)
+        truth = [tags for _, tags in sentences[split]]  # words cut off by max_len count as O
+        metrics.update({f"{split}_{k}": v for k, v in span_f1(truth, predicted).items()})
+    return save_fine_tuned(model_dir, model, metrics)
