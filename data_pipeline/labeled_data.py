@@ -10,6 +10,7 @@ inside the sentence, with its leading "▁"), its tag goes on its first piece, a
 piece, BOS, EOS and padding get IGNORE, which the loss and the metrics skip. `word_starts` maps
 piece predictions back to words.
 """
+import itertools
 import json
 
 import numpy as np
@@ -150,19 +151,49 @@ def word_predictions(piece_predictions, word_starts, missing=0):
     return [piece_predictions[s] if s >= 0 else missing for s in word_starts]
 
 
+def sorted_order(lengths, batch_size, rng=None):
+    """fastai's SortedDL: the order that batches texts of similar lengths together.
+
+    Without `rng` (evaluation): longest first. With it (training, a new order each epoch):
+    shuffled, cut into megabatches of 50 batches, each sorted longest first and cut into
+    batches; the batches are shuffled, except that the one with the longest text comes first
+    (a too-large batch fails at once) and the last, shortest one stays last.
+    """
+    lengths = np.asarray(lengths)
+    if rng is None:
+        return np.argsort(-lengths, kind="stable")
+    order = rng.permutation(len(lengths))
+    first = int(np.flatnonzero(order == np.argmax(lengths))[0])
+    order[[0, first]] = order[[first, 0]]
+    size = batch_size * 50
+    order = np.concatenate([sorted(order[i:i + size], key=lambda k: -lengths[k])
+                            for i in range(0, len(order), size)])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 2:
+        batches = [batches[0], *(batches[k] for k in 1 + rng.permutation(len(batches) - 2)),
+                   batches[-1]]
+    return np.concatenate(batches)
+
+
 def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None):
-    """A tf.data pipeline of right-padded (ids [batch, time], targets) batches.
+    """A tf.data pipeline of right-padded (ids [batch, time], targets) batches of similar
+    lengths (sorted_order).
 
     `targets`: one int per row (classification) or one list per row, padded with `target_pad`
-    (tagging). `shuffle_seed`: reshuffle every epoch from this seed; None keeps the order.
+    (tagging). `shuffle_seed`: a new order every epoch, drawn from (seed, epoch); None:
+    longest first.
     """
     per_token = target_pad is not None
     signature = (tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([None] if per_token else [], tf.int32))
-    dataset = tf.data.Dataset.from_generator(lambda: zip(ids, targets),
-                                             output_signature=signature).apply(
+    epochs = itertools.count()
+
+    def examples():  # tf.data calls it anew for every pass over the data
+        rng = None if shuffle_seed is None else np.random.default_rng([shuffle_seed,
+                                                                       next(epochs)])
+        return ((ids[k], targets[k]) for k in sorted_order(list(map(len, ids)), batch_size, rng))
+
+    dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(len(ids)))  # so Keras knows an epoch's steps
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
     pads = (SPECIAL_IDS["pad"], target_pad if per_token else 0)
     return dataset.padded_batch(batch_size, padding_values=pads).prefetch(tf.data.AUTOTUNE)

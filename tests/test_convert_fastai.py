@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import sentencepiece as spm
-import tensorflow as tf
 
 from trainer.convert_fastai import (export_fastai, import_fastai, load_state_dict,
                                     save_state_dict)

@@ -106,3 +106,29 @@ def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights()))
     assert task.states[0][0].dtype == tf.float32
+
+
+def _fitted_tagger(strategy, ids, tags):
+    """Two Keras-fit steps of a tagger (no BatchNorm: its statistics are per replica)."""
+    from trainer.optimizer import fastai_adam
+    from trainer.ulmfit_encoder import tf2_ulmfit_encoder
+    from trainer.ulmfit_tagger import tagger_head
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(0)
+        _, encoder, _, _ = tf2_ulmfit_encoder(vocab_size=V, emb_size=8, hidden_size=12,
+                                              **NO_DROPOUT)
+        model = tagger_head(encoder, 3)
+        # beta 0 and eps 1: the step is g / (|g| + 1), so it shows the clipped gradient's scale.
+        model.compile(fastai_adam(0.1, 0.0, beta_2=0.0, epsilon=1.0, clip_norm=0.05),
+                      "sparse_categorical_crossentropy")
+    model.fit(ids, tags, batch_size=ROWS, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def test_downstream_fit_on_replicas_clips_the_summed_gradient_as_one_device():
+    ids = tf.random.stateless_uniform([2 * ROWS, T], [5, 6], 4, V, tf.int32)
+    tags = tf.random.stateless_uniform([2 * ROWS, T], [7, 8], 0, 3, tf.int32)
+    single = _fitted_tagger(make_strategy("one_device"), ids, tags)
+    mirrored = _fitted_tagger(_mirrored(2), ids, tags)
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)

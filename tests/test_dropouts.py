@@ -20,7 +20,7 @@ def test_embedding_dropout_drops_whole_words_and_keeps_the_matrix():
     embedding.build((None,))
     before = embedding.embeddings.numpy().copy()
     ids = tf.constant([[3, 3, 7, 9, 3, 11, 7]] * 2)
-    out = EmbeddingDropout(embedding, 0.5)(ids, training=True, seed=tf.constant([5, 5]))
+    out = EmbeddingDropout(embedding, 0.5, pad_id=1)(ids, training=True, seed=tf.constant([5, 5]))
     matrix = embedding.embeddings.numpy()
     np.testing.assert_array_equal(matrix, before)
     for row, word in zip(out.numpy()[0], ids.numpy()[0]):
@@ -29,4 +29,4 @@ def test_embedding_dropout_drops_whole_words_and_keeps_the_matrix():
     same_word = out.numpy()[:, [0, 1, 4]]
     assert (same_word == same_word[:, :1]).all()
     np.testing.assert_array_equal(
-        EmbeddingDropout(embedding, 0.5)(ids, training=False), tf.gather(matrix, ids))
+        EmbeddingDropout(embedding, 0.5, pad_id=1)(ids, training=False), tf.gather(matrix, ids))

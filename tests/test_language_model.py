@@ -48,7 +48,14 @@ def test_decoder_is_the_embedding_variable():
     gradient = tf.convert_to_tensor(tape.gradient(logits, matrices[0]))
     # Word 40 is not in the input: only the tied decoder can give its row a gradient.
     assert float(tf.reduce_sum(tf.abs(gradient[40]))) > 0
-    assert np.allclose(model.encoder.embedding.embeddings[1], 0)  # padding row starts at zero
+    # As fastai: the padding row starts uniform like every row, and its lookup gives it no
+    # gradient (nn.Embedding's padding_idx); the tied decoder does, as above.
+    assert np.abs(model.encoder.embedding.embeddings[1]).min() > 0
+    with tf.GradientTape() as tape:
+        hidden, _ = model.encoder(tf.constant([[1, 1, 4]]), training=True, seed=tf.constant([1, 2]))
+    gradient = tf.convert_to_tensor(tape.gradient(hidden, matrices[0]))
+    assert float(tf.reduce_sum(tf.abs(gradient[1]))) == 0
+    assert float(tf.reduce_sum(tf.abs(gradient[4]))) > 0
 
 
 def test_inference_has_no_dropout():

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.optimizer import FastaiAdam, fastai_adam
-from trainer.schedules import CombinedCosine, one_cycle
+from trainer.schedules import CombinedCosine, one_cycle, staged
 
 
 def test_fastai_adam_matches_fastai_step_by_step():
@@ -36,6 +36,27 @@ def test_fastai_adam_matches_fastai_step_by_step():
         np.testing.assert_allclose(bias.numpy(), p["b"], rtol=1e-5, atol=1e-7)
 
 
+def test_a_variable_that_joins_late_takes_fastais_first_step():
+    """fastai counts Adam's steps per parameter: a group unfrozen after k steps debiases its
+    first step as a first step (with the optimizer's global count it would be ~0.8x here, and
+    2-3x with one-cycle's moving beta_1)."""
+    lr, eps = 0.1, 1e-5
+    early, late = tf.Variable([1.0, -1.0]), tf.Variable([2.0, 3.0])
+    adam = FastaiAdam(lr, 0.7, 0.99, eps, weight_decay=None)
+    adam.build([early, late])
+    for _ in range(5):
+        adam.apply_gradients([(tf.constant([0.5, -0.2]), early)])
+    first_step = lambda g: lr * g / (np.abs(g) + eps)  # both moments debias to g and g^2
+    g = np.array([0.3, -4.0], np.float32)
+    before = late.numpy()
+    adam.apply_gradients([(tf.constant([0.1, 0.1]), early), (tf.constant(g), late)])
+    np.testing.assert_allclose(before - late.numpy(), first_step(g), rtol=1e-5)
+    adam.clear_state()  # fastai's freeze_to: every variable starts over
+    before = early.numpy()
+    adam.apply_gradients([(tf.constant(g), early)])
+    np.testing.assert_allclose(before - early.numpy(), first_step(g), rtol=1e-5)
+
+
 def test_repeated_embedding_rows_step_as_one_dense_gradient():
     """fastai (PyTorch) sums a repeated token's gradient before Adam squares it."""
     slices = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([0, 0, 1]), tf.constant([3, 2]))
@@ -48,14 +69,20 @@ def test_repeated_embedding_rows_step_as_one_dense_gradient():
 
 
 def test_the_factory_builds_fastais_settings():
-    """Weight decay everywhere but biases and BatchNorm's gamma/beta; clipping at 0.25; loss
-    scaling under mixed_float16. A zero gradient leaves Adam's step at zero: only decay moves."""
-    variables = [tf.Variable([1.0, 2.0], name=name) for name in ("kernel", "bias", "gamma")]
+    """Weight decay everywhere but BatchNorm's gamma/beta and the biases of Dense layers and the
+    decoder (fastai decays nn.LSTM's biases); clipping at 0.25; loss scaling under
+    mixed_float16. A zero gradient leaves Adam's step at zero: only decay moves."""
+    model = keras.Sequential([keras.Input((3, 2)), keras.layers.LSTM(2, return_sequences=True),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    lstm, _, dense = model.layers
+    decayed = {v.path for v in lstm.weights} | {dense.kernel.path}
+    assert any(v.path.endswith("cell/bias") for v in lstm.weights)
+    before = [v.numpy() for v in model.trainable_variables]
     fastai_adam(0.1, 0.9, weight_decay=0.5).apply_gradients(
-        [(tf.zeros([2]), v) for v in variables])
-    np.testing.assert_allclose(variables[0].numpy(), [0.95, 1.9])
-    np.testing.assert_array_equal(variables[1].numpy(), [1.0, 2.0])
-    np.testing.assert_array_equal(variables[2].numpy(), [1.0, 2.0])
+        [(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for variable, value in zip(model.trainable_variables, before):
+        expected = value * 0.95 if variable.path in decayed else value
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.path)
     assert isinstance(fastai_adam(0.1, 0.9, mixed_precision="mixed_float16"),
                       keras.optimizers.LossScaleOptimizer)
     # With no momentum Adam's step is g / (|g| + eps): eps = 1 shows the gradient's scale.
@@ -77,3 +104,15 @@ def test_one_cycle_follows_fastai_fit_one_cycle():
     assert math.isclose(at(mom, 100), 0.8, rel_tol=1e-6)
     # Halfway through the warm-up, cosine is exactly between start and peak.
     assert math.isclose(at(CombinedCosine(100, 0.5, 0.0, 1.0, 0.0), 25), 0.5, rel_tol=1e-6)
+
+
+def test_staged_schedules_start_afresh_at_each_stage():
+    lr, mom = staged(one_cycle, [(20, 1e-2), (40, 1e-3)])
+    at = lambda schedule, step: float(schedule(step))
+    assert math.isclose(at(lr, 0), 1e-2 / 25, rel_tol=1e-5)
+    assert math.isclose(at(lr, 5), 1e-2, rel_tol=1e-5)
+    assert math.isclose(at(lr, 20), 1e-3 / 25, rel_tol=1e-5)  # the second one-cycle begins
+    assert math.isclose(at(lr, 30), 1e-3, rel_tol=1e-5)
+    assert math.isclose(at(mom, 19), float(one_cycle(20)[1](19)), rel_tol=1e-6)
+    assert math.isclose(at(mom, 20), 0.8, rel_tol=1e-6)
+    assert math.isclose(at(mom, 30), 0.7, rel_tol=1e-6)

@@ -1,7 +1,6 @@
 """The seed's flow: weights from fastai, then the seed README's two calls as written, then
 fine-tuning the imported model in TF (LM fine-tuning and a classifier, pretrained or scratch)."""
 import json
-import os
 import shutil
 
 import gin

@@ -4,8 +4,9 @@ which fits with all of them and checkpoints every epoch.
 
 Layer groups follow fastai's awd_lstm_clas_split: the embedding, each LSTM, then the head
 (every layer outside the encoder). Group k of n trains at lr / 2.6^(n-1-k), so the head gets
-the full rate and the embedding the smallest. Gradual unfreezing trains only the last group in
-the first epoch and unfreezes one more group each epoch.
+the full rate and the embedding the smallest (fastai's slice(lr / 2.6^4, lr) over 5 groups).
+Gradual unfreezing trains only the last group in the first epoch and unfreezes one more group
+each epoch (the paper), or follows the course recipe's stages.
 """
 import json
 import os
@@ -19,14 +20,16 @@ from data_pipeline.atomic_files import write_atomically
 from trainer.checkpoints import latest_intact_checkpoint
 from trainer.optimizer import fastai_adam
 from trainer.pretrained import model_checkpoint
-from trainer.schedules import stlr
+from trainer.schedules import staged, stlr
 from trainer.strategies import checkpoint_write_dir
 
 
 def layer_groups(model, encoder_name="encoder"):
-    """[[embedding], [lstm_0], ..., [lstm_n], [head layers]] of a model built on the encoder."""
-    encoder = model.get_layer(encoder_name)
-    head = [layer for layer in model.layers if layer is not encoder and layer.weights]
+    """[[embedding], [lstm_0], ..., [lstm_n], [head layers]] of a model built on the encoder
+    (an AWDLSTMEncoder, or a ChunkedEncoder around one)."""
+    layer = model.get_layer(encoder_name)
+    encoder = getattr(layer, "encoder", layer)
+    head = [other for other in model.layers if other is not layer and other.weights]
     return [[encoder.embedding], *[[rnn] for rnn in encoder.rnns], head]
 
 
@@ -44,23 +47,39 @@ def unfreeze_last(groups, count):
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
-    """Epoch e (from 0) trains the last e + 1 groups. The optimizer must have been built on
-    every variable beforehand (a frozen one joins later)."""
+    """Epoch e trains the last `plan[e]` groups (the last count goes on). The optimizer must
+    have been built on every variable beforehand (a frozen one joins later).
 
-    def __init__(self, groups):
+    `clear_state`: zero the optimizer's moments and step counts whenever the count changes, as
+    fastai's `Learner.freeze_to` does (so the groups already training restart their moments
+    too); False keeps them.
+    """
+
+    def __init__(self, groups, plan, clear_state=True):
         super().__init__()
-        self.groups = groups
+        self.groups, self.plan, self.clear_state = groups, list(plan), clear_state
+
+    def _count(self, epoch):
+        return self.plan[min(epoch, len(self.plan) - 1)]
 
     def on_epoch_begin(self, epoch, logs=None):
-        unfreeze_last(self.groups, epoch + 1)
+        if self.clear_state and epoch > 0 and self._count(epoch) != self._count(epoch - 1):
+            self.model.optimizer.clear_state()
+        unfreeze_last(self.groups, self._count(epoch))
         # The compiled train step fixed its variable list when it was traced.
         self.model.make_train_function(force=True)
 
 
 def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,
-               discriminative_factor=2.6, gradual_unfreezing=True, clip_norm=0.25,
-               weight_decay=0.01, metrics=(), model_dir=None, tokens_per_epoch=None):
+               discriminative_factor=2.6, gradual_unfreezing=True, clear_state_on_unfreeze=True,
+               stages=None, clip_norm=0.25, weight_decay=0.01, metrics=(), model_dir=None,
+               tokens_per_epoch=None):
     """Compiles `model` with ULMFiT's optimizer settings and fits it; returns the history.
+
+    The paper's recipe (default): `schedule` over all `epochs`, one more group unfrozen each
+    epoch (`gradual_unfreezing`). fastai's course recipe: `stages`, ((epochs, groups trained or
+    None for all, max_lr), ...), each stage `schedule` afresh (one-cycle) from fresh optimizer
+    state; the stages' epochs replace `epochs`.
 
     With `model_dir`, every epoch is checkpointed (MODEL_DIR/resume); run again with the same
     `model_dir`, it goes on from the last finished epoch (weights, optimizer state, schedule
@@ -69,12 +88,19 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     """
     groups = layer_groups(model)
     factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)
-    lr, beta_1 = schedule(epochs * steps_per_epoch)
+    if stages:
+        epochs = sum(stage_epochs for stage_epochs, _, _ in stages)
+        lr, beta_1 = staged(schedule, [(n * steps_per_epoch, rate) for n, _, rate in stages])
+        plan = [count or len(groups) for n, count, _ in stages for _ in range(n)]
+    else:
+        lr, beta_1 = schedule(epochs * steps_per_epoch)
+        plan = [k + 1 if gradual_unfreezing else len(groups)
+                for k in range(min(epochs, len(groups)))]
     adam = fastai_adam(lr, beta_1, clip_norm=clip_norm, weight_decay=weight_decay,
                        lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
-    callbacks = [GradualUnfreezing(groups)] if gradual_unfreezing else []
+    callbacks = [GradualUnfreezing(groups, plan, clear_state_on_unfreeze)]
     if tokens_per_epoch:
         callbacks.append(TokensPerSecond(tokens_per_epoch))
     initial_epoch = 0
@@ -87,7 +113,6 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
                         verbose=2)  # `train` reshuffles itself
     unfreeze_last(groups, len(groups))
     return history
-
 
 
 def save_fine_tuned(model_dir, model, metrics):

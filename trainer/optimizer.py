@@ -8,6 +8,12 @@ trainer and benchmark builds it. `lr_factors` gives variables their own share of
 learning rate (ULMFiT's discriminative rates: lr / 2.6^depth per layer group); it scales the
 update and the weight decay, as fastai's per-group lr does. Scaling gradients instead would do
 nothing: Adam's step does not depend on the gradient's scale.
+
+As in fastai (and PyTorch), Adam counts its steps per variable: a variable that starts training
+late (gradual unfreezing) debiases its first steps as first steps. `clear_state` zeroes moments
+and counts, as fastai's `Learner.freeze_to` does at every unfreezing. Under a strategy the
+gradients are summed over replicas before they are clipped, so N replicas clip what one device
+would clip on the global batch (Keras alone clips each replica's share, then sums).
 """
 import keras
 from keras import ops
@@ -19,12 +25,8 @@ class FastaiAdam(keras.optimizers.Optimizer):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, epsilon=1e-5,
                  weight_decay=0.01, gradients_reduced=False, lr_factors=None, name="fastai_adam",
                  **kwargs):
-        """`gradients_reduced`: the caller passes gradients already summed over replicas.
-
-        Keras sums them itself in replica context; a train step that clips the global norm
-        has to reduce first (clipping per replica is not what one device does), and then the
-        optimizer must not sum again.
-        """
+        """`gradients_reduced`: the caller passes gradients already summed over replicas
+        (LanguageModelTask does, to log their norm); else the optimizer sums them itself."""
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name,
                          **kwargs)
         self.beta_1 = beta_1  # a float, or a callable of the step (a schedule)
@@ -34,9 +36,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
         self.lr_factors = dict(lr_factors or {})  # variable path -> factor, default 1
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
-        if self.gradients_reduced:
-            return list(grads_and_vars)
-        return super()._all_reduce_sum_gradients(grads_and_vars)
+        return list(grads_and_vars)  # summed before clipping (or by the caller)
 
     def build(self, var_list):
         if self.built:
@@ -45,9 +45,33 @@ class FastaiAdam(keras.optimizers.Optimizer):
         self._grad_averages = [self.add_variable_from_reference(v, "grad_avg") for v in var_list]
         self._square_averages = [self.add_variable_from_reference(v, "sqr_avg") for v in var_list]
         self._factors = [self.lr_factors.get(getattr(v, "path", v.name), 1.0) for v in var_list]
+        self._steps = [self.add_variable((), name=f"{v.name}_step") for v in var_list]
+
+    def clear_state(self):
+        """Zeroes every variable's moments and step count (fastai's `Optimizer.clear_state`)."""
+        for state in (*self._grad_averages, *self._square_averages, *self._steps):
+            state.assign(ops.zeros_like(state))
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if not self.gradients_reduced and context and context.num_replicas_in_sync > 1:
+            present = [i for i, g in enumerate(grads) if g is not None]
+            summed = context.all_reduce("SUM", [grads[i] for i in present])
+            grads = list(grads)
+            for i, gradient in zip(present, summed):
+                grads[i] = gradient
+        return super()._clip_gradients(grads)
 
     def _factor(self, variable):
         return self._factors[self._get_variable_index(variable)]
+
+    def _use_weight_decay(self, variable):
+        # Keras searches the exclusions in the short name, which does not tell an LSTM's "bias"
+        # from a Dense layer's; the path does.
+        if self._var_key(variable) in getattr(self, "_exclude_from_weight_decay", ()):
+            return False
+        pattern = getattr(self, "_exclude_from_weight_decay_pattern", None)
+        return pattern is None or not pattern.search(getattr(variable, "path", variable.name))
 
     def _apply_weight_decay(self, variables):
         """Nothing here: update_step decays each variable inside its fused kernel."""
@@ -63,14 +87,16 @@ class FastaiAdam(keras.optimizers.Optimizer):
         gradient = ops.cast(tf.convert_to_tensor(gradient), dtype)
         index = self._get_variable_index(variable)
         grad_avg, sqr_avg = self._grad_averages[index], self._square_averages[index]
+        step = self._steps[index]
         decay = (self.weight_decay or 0.0) if self._use_weight_decay(variable) else 0.0
         scalars = [learning_rate * self._factor(variable), decay, self.current_beta_1(),
-                   self.beta_2, self.iterations + 1, self.epsilon]
+                   self.beta_2, step + 1, self.epsilon]
         state = (variable, grad_avg, sqr_avg)
         new_values = _adam_step(gradient, *[tf.convert_to_tensor(v) for v in state],
                                 *[ops.cast(x, dtype) for x in scalars])
         for target, value in zip(state, new_values):
             self.assign(target, value)
+        self.assign_add(step, 1.0)
 
     def get_config(self):
         beta_1 = self.beta_1
@@ -95,15 +121,19 @@ def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step
     return param, grad_avg, sqr_avg
 
 
-# fastai's wd_bn_bias=False: no weight decay on biases, nor on BatchNorm's gamma and beta.
-NO_WEIGHT_DECAY = ("bias", "gamma", "beta")
+# fastai's wd_bn_bias=False: no weight decay on BatchNorm's gamma and beta, nor on the biases
+# norm_bias_params finds, those of modules with a `.bias` (Linear: the decoder's, a head's).
+# Surprisingly, nn.LSTM keeps its biases as bias_ih_l0 / bias_hh_l0, which it misses: fastai
+# decays the LSTM biases. So do we: the LSTM cell's bias (…/cell/bias) is left out here.
+NO_WEIGHT_DECAY = ("gamma", "beta", r"(?<!cell/)bias")
 
 
 def fastai_adam(learning_rate, beta_1, *, clip_norm=0.25, beta_2=0.99, epsilon=1e-5,
                 weight_decay=0.01, lr_factors=None, gradients_reduced=False,
                 mixed_precision=None):
     """The one optimizer factory: FastaiAdam clipping the gradient's global norm at
-    `clip_norm` (None: no clipping), no weight decay on NO_WEIGHT_DECAY, and loss scaling under
+    `clip_norm` (None: no clipping), no weight decay on NO_WEIGHT_DECAY (searched in the
+    variables' paths), and loss scaling under
     'mixed_float16' (float16 gradients underflow without it). `learning_rate` and `beta_1` may be
     schedules; `gradients_reduced` and `lr_factors` are FastaiAdam's."""
     adam = FastaiAdam(learning_rate, beta_1, beta_2, epsilon, weight_decay,

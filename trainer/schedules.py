@@ -68,3 +68,37 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
 def stlr(total_steps, max_lr=0.01, cut_frac=0.1, ratio=32.0, beta_1=0.7):
     """ULMFiT's STLR with Adam's beta_1 fixed (the paper's 0.7). Returns (lr, beta_1)."""
     return SlantedTriangular(total_steps, max_lr, cut_frac, ratio), beta_1
+
+
+@keras.saving.register_keras_serializable("ulmfit")
+class Staged(keras.optimizers.schedules.LearningRateSchedule):
+    """Schedules one after another: part k (a schedule or a constant) starts at step
+    `starts[k]` and sees the steps since then."""
+
+    def __init__(self, parts, starts):
+        self.parts, self.starts = list(parts), [int(s) for s in starts]
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        at = lambda part, s: tf.cast(part(s) if callable(part) else part, tf.float32)
+        value = at(self.parts[0], step)
+        for part, start in zip(self.parts[1:], self.starts[1:]):
+            value = tf.where(step >= start, at(part, step - start), value)
+        return value
+
+    def get_config(self):
+        return dict(parts=[keras.saving.serialize_keras_object(p) if callable(p) else p
+                           for p in self.parts], starts=self.starts)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([keras.saving.deserialize_keras_object(p) if isinstance(p, dict) else p
+                    for p in config["parts"]], config["starts"])
+
+
+def staged(schedule, stages):
+    """`schedule` run afresh for each (steps, max_lr) stage, as fastai's course calls
+    fit_one_cycle once per unfreezing stage. Returns (lr, beta_1)."""
+    parts = [schedule(steps, max_lr=max_lr) for steps, max_lr in stages]
+    starts = [sum(steps for steps, _ in stages[:k]) for k in range(len(stages))]
+    return tuple(Staged([part[i] for part in parts], starts) for i in (0, 1))

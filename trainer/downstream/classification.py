@@ -17,13 +17,18 @@ from trainer.pretrained import encoder_source
 
 @gin.configurable(denylist=["model_dir"])
 def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
-                     max_len=256, batch_size=32, epochs=4, seed=0):
+                     bptt=72, max_len=72 * 20, batch_size=32, epochs=4, seed=0):
     """Fine-tunes a classifier; `files` {train, valid, test} are JSONL (default: the demo
-    task). Returns accuracy on valid and test."""
+    task). Returns accuracy on valid and test.
+
+    As fastai's text_classifier_learner(seq_len=bptt, max_len=max_len): every text is read
+    whole, `bptt` tokens at a time, and classified from its last `max_len` outputs; batches
+    group texts of similar lengths (fastai's SortedDL).
+    """
     files = files or configurables.demo_task_files("classify")
     keras.utils.set_random_seed(seed)
     weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
-    encoder = data.PieceEncoder(spm_model, max_len)
+    encoder = data.PieceEncoder(spm_model, max_len=None)
 
     def encoded(split):
         texts, labels = data.read_classification(files[split])
@@ -41,7 +46,7 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     with configurables.make_strategy().scope():
         model, _ = configurables.classifier(
             num_classes=len(vocabulary), pretrained_weights=weights, spm_model_file=spm_model,
-            **{**sizes, **configurables.model_bindings()})
+            bptt=bptt, max_len=max_len, **{**sizes, **configurables.model_bindings()})
         configurables.fit_recipe(
             model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),

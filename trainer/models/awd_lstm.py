@@ -28,11 +28,11 @@ class AWDLSTMEncoder(keras.layers.Layer):
         self.config = dict(vocab_size=vocab_size, emb_size=emb_size, hidden_size=hidden_size,
                            num_layers=num_layers, pad_id=pad_id, hidden_p=hidden_p,
                            input_p=input_p, embed_p=embed_p, weight_p=weight_p)
-        self.pad_id = pad_id
         self.embedding = keras.layers.Embedding(
             vocab_size, emb_size, name="embedding",
             embeddings_initializer=keras.initializers.RandomUniform(-0.1, 0.1))
-        self.embedding_dropout = EmbeddingDropout(self.embedding, embed_p, name="embedding_dropout")
+        self.embedding_dropout = EmbeddingDropout(self.embedding, embed_p, pad_id,
+                                                  name="embedding_dropout")
         self.input_dropout = LockedDropout(input_p, name="input_dropout")
         self.units = [hidden_size] * (num_layers - 1) + [emb_size]
         self.rnns = [WeightDropLSTM(units, weight_p, name=f"lstm_{i}")
@@ -42,12 +42,10 @@ class AWDLSTMEncoder(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(name="dropout_seeds")
 
     def build(self, input_shape):
+        # Every row uniform, the padding row too: fastai builds nn.Embedding(padding_idx=pad_id),
+        # which zeroes that row, then re-initializes the whole matrix uniformly.
         self.embedding.build(input_shape)
-        # As nn.Embedding(padding_idx=pad_id): the padding vector starts at zero.
-        matrix = self.embedding.embeddings
-        matrix.assign(tf.tensor_scatter_nd_update(
-            matrix, [[self.pad_id]], tf.zeros([1, matrix.shape[1]], matrix.dtype)))
-        size = matrix.shape[1]
+        size = self.embedding.output_dim
         for rnn in self.rnns:
             rnn.build((None, None, size))
             size = rnn.units

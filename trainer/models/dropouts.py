@@ -34,20 +34,23 @@ class EmbeddingDropout(keras.layers.Layer):
     """Drops whole rows of the embedding matrix (whole words) and rescales the rest.
 
     Looks up through `embedding`'s own matrix, so the weight a tied decoder reads is untouched.
+    As nn.Embedding(padding_idx=pad_id), the lookup of `pad_id` passes no gradient to its row
+    (a tied decoder still does).
     """
 
-    def __init__(self, embedding, rate, **kwargs):
+    def __init__(self, embedding, rate, pad_id, **kwargs):
         super().__init__(**kwargs)
         self.embedding = embedding
-        self.rate = rate
+        self.rate, self.pad_id = rate, pad_id
 
     def call(self, ids, training=False, seed=None):
         matrix = self.embedding.embeddings
         vectors = tf.cast(tf.gather(matrix, ids), self.compute_dtype)
+        vectors = tf.where((ids == self.pad_id)[..., None], tf.stop_gradient(vectors), vectors)
         if not training or self.rate == 0:
             return vectors
         rows = keep_mask(tf.stack([tf.shape(matrix)[0], 1]), self.rate, seed, vectors.dtype)
         return vectors * tf.gather(rows, ids)
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
+        return {**super().get_config(), "rate": self.rate, "pad_id": self.pad_id}

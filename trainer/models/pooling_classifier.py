@@ -11,10 +11,11 @@ import tensorflow as tf
 
 
 def masked_concat_pool(hidden, mask):
-    """hidden [batch, time, dim], mask [batch, time] (True = token) -> [batch, 3 * dim]."""
+    """hidden [batch, time, dim], mask [batch, time] (True = pooled) -> [batch, 3 * dim]. "last"
+    is the last True position of each row."""
     weights = tf.cast(mask, hidden.dtype)[:, :, None]
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-    last = tf.gather(hidden, tf.maximum(lengths - 1, 0), axis=1, batch_dims=1)
+    last_position = tf.reduce_max(tf.where(mask, tf.range(tf.shape(mask)[1])[None, :], 0), axis=1)
+    last = tf.gather(hidden, last_position, axis=1, batch_dims=1)
     lowest = tf.constant(hidden.dtype.min, hidden.dtype)
     max_pool = tf.reduce_max(tf.where(weights > 0, hidden, lowest), axis=1)
     mean_pool = tf.reduce_sum(hidden * weights, axis=1) / tf.maximum(

@@ -1,0 +1,88 @@
+"""fastai's SentenceEncoder and SortedDL: whole texts in bptt chunks, batches of similar lengths."""
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.labeled_data import labelled_dataset, sorted_order
+from trainer.models.language_model import AWDLSTMLanguageModel
+from trainer.models.pooling_classifier import masked_concat_pool
+from trainer.models.sentence_encoder import ChunkedEncoder, last_tokens
+from trainer.ulmfit_classifier import ulmfit_classifier
+
+NO_DROPOUT = dict(output_p=0.0, hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
+
+
+def _encoder(vocab=40):
+    model = AWDLSTMLanguageModel(vocab, emb_size=6, hidden_size=10, num_layers=2, **NO_DROPOUT)
+    model(tf.zeros([1, 1], tf.int32))
+    return model.encoder
+
+
+def test_chunks_carry_the_states_so_outputs_equal_one_pass():
+    encoder = _encoder()
+    ids = tf.random.stateless_uniform([3, 10], [1, 2], 4, 40, tf.int32)
+    whole, _ = encoder(ids)
+    for bptt in (3, 5, 10, 16):
+        np.testing.assert_allclose(ChunkedEncoder(encoder, bptt)(ids), whole, atol=1e-6)
+
+
+def test_no_gradient_crosses_a_chunk_boundary():
+    encoder = _encoder()
+    ids = tf.constant([[4, 5, 6, 7, 8, 9]])  # every position its own embedding row
+    with tf.GradientTape() as tape:
+        hidden = ChunkedEncoder(encoder, 3)(ids)
+        second_chunk = tf.reduce_sum(hidden[:, 3:])
+    rows = tf.convert_to_tensor(tape.gradient(second_chunk, encoder.embedding.embeddings))
+    magnitude = tf.reduce_sum(tf.abs(rows), axis=1).numpy()
+    assert (magnitude[[4, 5, 6]] == 0).all() and (magnitude[[7, 8, 9]] > 0).all()
+
+
+def test_padding_and_batch_mates_never_change_a_texts_logits():
+    model, _ = ulmfit_classifier(num_classes=3, vocab_size=40, emb_size=6, hidden_size=10,
+                                 num_layers=2, bptt=4, max_len=6, **NO_DROPOUT)
+    short = [2, 9, 12, 7, 3]
+    alone = model(tf.constant([short]), training=False)
+    longer = [2] + list(range(4, 14)) + [3]  # 12 ids: 7 pads after the short text
+    batched = model(tf.constant([short + [1] * 7, longer]), training=False)
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-6)
+
+
+def test_the_head_pools_each_texts_last_max_len_tokens():
+    mask = tf.constant(np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]], bool))
+    window = last_tokens(mask, 2).numpy().astype(int)
+    np.testing.assert_array_equal(window, [[0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1],
+                                           [1, 0, 0, 0, 0, 0]])
+    hidden = np.random.default_rng(0).normal(size=(3, 6, 4)).astype(np.float32)
+    pooled = masked_concat_pool(tf.constant(hidden), tf.constant(window, tf.bool)).numpy()
+    for row, (begin, end) in enumerate([(2, 4), (4, 6), (0, 1)]):
+        tokens = hidden[row, begin:end]
+        np.testing.assert_allclose(pooled[row], np.concatenate(
+            [tokens[-1], tokens.max(0), tokens.mean(0)]), rtol=1e-6)
+
+
+def test_sorted_batches_group_similar_lengths_and_reshuffle_every_epoch():
+    lengths = np.random.default_rng(1).integers(1, 400, 1000)
+    evaluation = sorted_order(lengths, 8)
+    assert (np.diff(lengths[evaluation]) <= 0).all()
+    orders = [sorted_order(lengths, 8, np.random.default_rng([0, epoch])) for epoch in (0, 1)]
+    for order in orders:
+        assert sorted(order) == list(range(1000))
+        assert lengths.argmax() in order[:8]  # the largest batch comes first
+        batches = order.reshape(-1, 8)
+        # Texts in a batch come from one megabatch of 400 texts, sorted by length: the spread
+        # within a batch is far below the spread of random batches.
+        spread = np.mean([np.ptp(lengths[b]) for b in batches])
+        assert spread < 0.2 * np.mean([np.ptp(lengths[b]) for b in np.arange(1000).reshape(-1, 8)])
+    assert not np.array_equal(*orders)
+    np.testing.assert_array_equal(orders[0], sorted_order(lengths, 8, np.random.default_rng([0, 0])))
+
+
+def test_each_pass_over_a_labelled_dataset_is_a_new_reproducible_order():
+    ids = [[2] + [5] * n + [3] for n in range(20)]
+    labels = list(range(20))
+    def passes(dataset):
+        return [[int(t) for _, targets in dataset for t in targets] for _ in range(2)]
+    first, again = passes(labelled_dataset(ids, labels, 4, shuffle_seed=3)), \
+        passes(labelled_dataset(ids, labels, 4, shuffle_seed=3))
+    assert first == again and first[0] != first[1] and sorted(first[0]) == labels
+    for x, y in labelled_dataset(ids, labels, 4):  # evaluation: longest first, padded per batch
+        assert x.shape[1] == max(len(ids[int(k)]) for k in y)

@@ -1,0 +1,79 @@
+"""fastai's SentenceEncoder: a classifier reads a whole document, in bptt-sized chunks.
+
+The AWD-LSTM encoder runs over one chunk after another, carrying the LSTM states from chunk to
+chunk with no gradient across a boundary (fastai's AWD_LSTM detaches its hidden state), and
+draws new dropout masks for each chunk, as fastai calls its encoder once per chunk. The
+classifier then pools over each text's last `max_len` outputs (`last_tokens`).
+
+Rows are right-padded: padding comes after a text and never changes its states. (fastai pads
+on the left and keeps the outputs of the batch's last chunks, so which outputs a text pools over
+depends on the batch it is in; per row, the window is always its own last max_len tokens.)
+"""
+import keras
+import tensorflow as tf
+
+
+class ChunkedEncoder(keras.layers.Layer):
+    """ids [batch, time] -> the encoder's outputs [batch, time, emb_size], `bptt` at a time."""
+
+    def __init__(self, encoder, bptt=72, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.bptt = encoder, bptt
+
+    def build(self, input_shape):
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+
+    def call(self, ids, training=False):
+        batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
+        chunks = (length + self.bptt - 1) // self.bptt
+        padding = chunks * self.bptt - length  # its outputs are cut off below
+        chunked = tf.reshape(tf.pad(ids, [[0, 0], [0, padding]],
+                                    constant_values=self.encoder.config["pad_id"]),
+                             [batch, chunks, self.bptt])
+
+        def step(i, states, outputs):
+            hidden, new_states = self.encoder(tf.gather(chunked, i, axis=1), states,
+                                              training=training)
+            # The fused kernel's outputs lose the static batch size the loop needs kept.
+            new_states = [tuple(tf.ensure_shape(tf.stop_gradient(new), old.shape)
+                                for new, old in zip(*pairs)) for pairs in zip(new_states, states)]
+            return i + 1, new_states, outputs.write(i, hidden)
+
+        states = self.encoder.initial_states(batch, self.compute_dtype)
+        outputs = tf.TensorArray(self.compute_dtype, size=chunks, element_shape=[
+            None, self.bptt, self.encoder.units[-1]])
+        _, _, outputs = tf.while_loop(lambda i, *_: i < chunks, step,
+                                      (tf.constant(0), states, outputs))
+        hidden = tf.transpose(outputs.stack(), [1, 0, 2, 3])  # [batch, chunks, bptt, emb]
+        return tf.reshape(hidden, [batch, -1, self.encoder.units[-1]])[:, :length]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.encoder.units[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "bptt": self.bptt}
+
+
+def last_tokens(token_mask, max_len):
+    """True on each row's last `max_len` tokens (of a right-padded [batch, time] mask)."""
+    lengths = tf.reduce_sum(tf.cast(token_mask, tf.int32), axis=1, keepdims=True)
+    positions = tf.range(tf.shape(token_mask)[1])[None, :]
+    return tf.logical_and(token_mask, positions >= lengths - max_len)
+
+
+class LastTokens(keras.layers.Layer):
+    """ids [batch, time] -> True on each text's last `max_len` tokens: what the head pools."""
+
+    def __init__(self, max_len, pad_id, **kwargs):
+        super().__init__(**kwargs)
+        self.max_len, self.pad_id = max_len, pad_id
+
+    def call(self, ids):
+        return last_tokens(tf.not_equal(ids, self.pad_id), self.max_len)
+
+    def compute_output_spec(self, ids):
+        return keras.KerasTensor(ids.shape, dtype="bool")
+
+    def get_config(self):
+        return {**super().get_config(), "max_len": self.max_len, "pad_id": self.pad_id}
