@@ -186,12 +186,12 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
     per_token = target_pad is not None
     signature = (tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([None] if per_token else [], tf.int32))
-    epochs = itertools.count()
+    epochs, lengths = itertools.count(), [len(row) for row in ids]
 
     def examples():  # tf.data calls it anew for every pass over the data
         rng = None if shuffle_seed is None else np.random.default_rng([shuffle_seed,
                                                                        next(epochs)])
-        return ((ids[k], targets[k]) for k in sorted_order(list(map(len, ids)), batch_size, rng))
+        return ((ids[k], targets[k]) for k in sorted_order(lengths, batch_size, rng))
 
     dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(len(ids)))  # so Keras knows an epoch's steps

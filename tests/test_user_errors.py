@@ -72,6 +72,12 @@ def _gin_typo(tmp, lm):
             "doesn't have a parameter named 'epoch'", 1)
 
 
+def _model_setting_typo(tmp, lm):
+    return (["trainer.main", *TINY_LM, f"--gin_param=train_lm.data_dir='{lm[1]}'",
+             "--gin_param=AWDLSTMLanguageModel.hiden_p=0.1", f"--model_dir={tmp}/m"],
+            "'hiden_p'", 1)
+
+
 def _missing_gin_file(tmp, lm):
     return (["trainer.main", "--gin_file=gin_configs/smoek.gin", f"--model_dir={tmp}/m"],
             "--gin_file=gin_configs/smoek.gin: no such file", 1)
@@ -240,7 +246,7 @@ def _tagger_tokens_and_tags_differ(tmp, lm):
 
 
 CASES = {case.__name__[1:]: case for case in (
-    _gin_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
+    _gin_typo, _model_setting_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
     _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
     _split_without_documents_in_trainer, _other_vocabulary_for_init_from, _diverging_learning_rate,
     _export_missing_checkpoint, _export_existing_output, _export_without_flags,

@@ -7,15 +7,18 @@ import gin
 
 from data_pipeline import demo_tasks
 from data_pipeline.build import BuildSettings
-from trainer import schedules, strategies
-from trainer import fine_tuning
+from trainer import fine_tuning, schedules, strategies
+from trainer.models.config import AWD_LSTM_LM_CONFIG
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import fastai_adam
 from trainer.ulmfit_classifier import ulmfit_classifier
 
 LANGUAGE_MODEL = "AWDLSTMLanguageModel"
 
-language_model = gin.external_configurable(AWDLSTMLanguageModel, LANGUAGE_MODEL)
+# It takes **config, so gin would accept any name; the allowlist makes a misspelled setting a
+# parse error naming it, as for every other configurable.
+language_model = gin.external_configurable(AWDLSTMLanguageModel, LANGUAGE_MODEL,
+                                           allowlist=["drop_mult", *AWD_LSTM_LM_CONFIG])
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings")
 # fastai's LM settings (beta_2, epsilon, weight_decay) are bound as optimizer.* in lm_training.gin.
 optimizer = gin.external_configurable(fastai_adam, "optimizer")

@@ -122,6 +122,8 @@ class Controller:
 
     @staticmethod
     def _summaries(writer, step, logs):
-        with writer.as_default(step=step):
+        # The controller decides when to write; a recording condition left behind by others
+        # (Keras' TensorBoard callback sets one per process) must not silence it.
+        with writer.as_default(step=step), tf.summary.record_if(True):
             for name, value in logs.items():
                 tf.summary.scalar(name, value)

@@ -94,8 +94,7 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
         plan = [count or len(groups) for n, count, _ in stages for _ in range(n)]
     else:
         lr, beta_1 = schedule(epochs * steps_per_epoch)
-        plan = [k + 1 if gradual_unfreezing else len(groups)
-                for k in range(min(epochs, len(groups)))]
+        plan = range(1, len(groups) + 1) if gradual_unfreezing else [len(groups)]
     adam = fastai_adam(lr, beta_1, clip_norm=clip_norm, weight_decay=weight_decay,
                        lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
@@ -157,7 +156,6 @@ class EpochCheckpoints(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.manager.directory != self.directory:  # a non-chief worker's scratch copy
             tf.io.gfile.rmtree(self.manager.directory)
-
 
 
 class TokensPerSecond(keras.callbacks.Callback):

@@ -148,8 +148,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         model = configurables.language_model(**shape)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
         adam = configurables.optimizer(*schedule(epochs * steps_per_epoch), clip_norm=clip_norm,
-                         mixed_precision=mixed_precision,
-                         gradients_reduced=True)  # LanguageModelTask all-reduces itself
+                                       mixed_precision=mixed_precision,
+                                       gradients_reduced=True)  # LanguageModelTask reduces itself
         adam.build(model.trainable_variables)
         position = LoopPosition()
     task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
