@@ -356,5 +356,6 @@ def test_downstream_models_honour_the_model_and_head_bindings(pretrained_lm, tmp
         **sizes, **{k: clas[k] * 0.5 for k in encoder_dropouts}, "hidden_p": 0.2 * 0.5}
     head = classifier.get_layer("classifier_head").config
     assert head["lin_ftrs"] == (7,) and head["output_p"] == clas["output_p"] * 0.5
+    # The tagger's too start from the classifier's dropouts, not the pretrained model's.
     assert tagger.get_layer("encoder").config == {
-        **sizes, **{k: model[k] * 0.5 for k in encoder_dropouts}, "hidden_p": 0.2 * 0.5}
+        **sizes, **{k: clas[k] * 0.5 for k in encoder_dropouts}, "hidden_p": 0.2 * 0.5}

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.models.activation_regularization import activation_regularization
 from trainer.models.config import AWD_LSTM_LM_CONFIG, DROPOUTS
-from trainer.models.language_model import AWDLSTMLanguageModel, activation_regularization
+from trainer.models.language_model import AWDLSTMLanguageModel
 
 SMALL = dict(emb_size=8, hidden_size=16, num_layers=3)
 

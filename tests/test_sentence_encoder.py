@@ -3,6 +3,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.labeled_data import labelled_dataset, sorted_order
+from trainer.models.activation_regularization import (activation_regularization,
+                                                      masked_activation_regularization)
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.models.pooling_classifier import masked_concat_pool
 from trainer.models.sentence_encoder import ChunkedEncoder, last_tokens
@@ -86,3 +88,29 @@ def test_each_pass_over_a_labelled_dataset_is_a_new_reproducible_order():
     assert first == again and first[0] != first[1] and sorted(first[0]) == labels
     for x, y in labelled_dataset(ids, labels, 4):  # evaluation: longest first, padded per batch
         assert x.shape[1] == max(len(ids[int(k)]) for k in y)
+
+
+def test_classifier_training_adds_fastais_ar_and_tar_over_the_pooled_tokens():
+    hidden = tf.random.stateless_normal([2, 7, 5], [3, 4])
+    everywhere = tf.ones([2, 7], tf.bool)
+    np.testing.assert_allclose(masked_activation_regularization(hidden, everywhere, 2.0, 1.0),
+                               activation_regularization(hidden, hidden, 2.0, 1.0), rtol=1e-5)
+    # A padded row gives the value of its tokens alone, whatever the padding holds.
+    mask = tf.constant([[True] * 4 + [False] * 3] * 2)
+    np.testing.assert_allclose(masked_activation_regularization(hidden, mask, 2.0, 1.0),
+                               masked_activation_regularization(hidden[:, :4], mask[:, :4],
+                                                                2.0, 1.0), rtol=1e-5)
+    ids = tf.constant([[2, 9, 12, 7, 5, 3, 1, 1], [2, 4, 5, 6, 7, 8, 10, 3]])
+    model, _ = ulmfit_classifier(num_classes=3, vocab_size=40, emb_size=6, hidden_size=10,
+                                 num_layers=2, bptt=4, max_len=5, **NO_DROPOUT)
+    model(ids, training=True)
+    outputs = model.get_layer("encoder")(ids)
+    expected = masked_activation_regularization(outputs, last_tokens(ids != 1, 5), 2.0, 1.0)
+    assert len(model.losses) == 1
+    np.testing.assert_allclose(model.losses[0], expected, rtol=1e-5)
+    model(ids, training=False)
+    assert not model.losses
+    plain, _ = ulmfit_classifier(num_classes=3, vocab_size=40, emb_size=6, hidden_size=10,
+                                 num_layers=2, ar_alpha=0.0, tar_beta=0.0, **NO_DROPOUT)
+    plain(ids, training=True)
+    assert not plain.losses

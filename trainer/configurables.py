@@ -27,10 +27,11 @@ one_cycle = gin.external_configurable(schedules.one_cycle, "one_cycle")
 stlr = gin.external_configurable(schedules.stlr, "stlr")
 fit_recipe = gin.external_configurable(fine_tuning.fit_recipe, "fit_recipe")
 demo_task_files = gin.external_configurable(demo_tasks.demo_task_files, "demo_task_files")
-# The head's sizes and extra dropouts (lin_ftrs, ps); the encoder's sizes and dropouts and
+# The head's sizes and extra dropouts (lin_ftrs, ps) and AR/TAR; the encoder's sizes and dropouts and
 # drop_mult come from AWDLSTMLanguageModel.* (see model_bindings), as for the language model.
 classifier = gin.external_configurable(ulmfit_classifier, "ulmfit_classifier",
-                                       allowlist=["lin_ftrs", "ps"])
+                                       allowlist=["lin_ftrs", "ps", "ar_alpha",
+                                                  "tar_beta"])
 
 
 def model_bindings():

@@ -15,7 +15,7 @@ way, so a jit_compile'd step draws other (equally valid) masks: resume with the 
 """
 import tensorflow as tf
 
-from trainer.models.language_model import activation_regularization
+from trainer.models.activation_regularization import activation_regularization
 
 
 def mask_seed(seed, step, replica_id):

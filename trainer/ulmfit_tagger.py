@@ -1,13 +1,21 @@
 """The seed's sequence tagger: a softmax over tags at every position of the encoder's output."""
 import keras
 
+from trainer.models.activation_regularization import ActivationRegularization
+
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 
 
-def tagger_head(encoder_num, num_classes):
-    """ids [batch, time] -> tag probabilities [batch, time, num_classes] on `encoder_num`."""
+def tagger_head(encoder_num, num_classes, outmask_num=None, ar_alpha=0.0, tar_beta=0.0):
+    """ids [batch, time] -> tag probabilities [batch, time, num_classes] on `encoder_num`;
+    with `outmask_num`, training adds AR/TAR over the tokens' outputs (as fastai's TextLearner
+    does for every model it trains)."""
+    hidden = encoder_num.output
+    if outmask_num is not None:
+        hidden = ActivationRegularization(ar_alpha, tar_beta, name="activation_regularization")(
+            hidden, outmask_num.output)
     probabilities = keras.layers.Dense(num_classes, activation="softmax",
-                                       name="tagger_head")(encoder_num.output)
+                                       name="tagger_head")(hidden)
     return keras.Model(encoder_num.input, probabilities, name="ulmfit_sequence_tagger")
 
 

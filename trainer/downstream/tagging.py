@@ -3,7 +3,9 @@ tagger.gin, run by trainer.main).
 
 It fine-tunes the seed's tagger (a softmax over tags at every piece) on a pretrained encoder
 with ULMFiT's recipe (trainer/fine_tuning.py); a word's tag sits on its first
-SentencePiece piece. `from_scratch=True` trains the same architecture from random weights.
+SentencePiece piece. The encoder's dropouts are the classifier's (AWD_LSTM_CLAS_CONFIG, with
+AWDLSTMLanguageModel.* and drop_mult). `from_scratch=True` trains the same architecture from
+random weights.
 """
 import gin
 import keras
@@ -14,6 +16,7 @@ from data_pipeline.sources import SPLITS
 from data_pipeline.tokenizer import SPECIAL_IDS
 from trainer import configurables
 from trainer.fine_tuning import save_fine_tuned
+from trainer.models.config import downstream_config
 from trainer.pretrained import encoder_source
 from trainer.span_f1 import span_f1
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
@@ -31,9 +34,13 @@ def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
 
 @gin.configurable(denylist=["model_dir"])
 def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
-                 max_len=128, batch_size=32, epochs=4, outside_tag="O", seed=0):
+                 max_len=128, batch_size=32, epochs=4, outside_tag="O", ar_alpha=2.0,
+                 tar_beta=1.0, seed=0):
     """Fine-tunes the seed's sequence tagger; `files` {train, valid, test} are JSONL or
-    TSV/CoNLL (default: the demo task). Returns span-level F1 on valid and test."""
+    TSV/CoNLL (default: the demo task). Returns span-level F1 on valid and test.
+
+    `ar_alpha`, `tar_beta`: AR/TAR on the encoder's outputs, as fastai's TextLearner adds
+    them to any model it trains (0 turns them off)."""
     files = files or configurables.demo_task_files("tag")
     keras.utils.set_random_seed(seed)
     weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
@@ -60,10 +67,10 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
         return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed)
 
     with configurables.make_strategy().scope():
-        _, encoder_num, _, _ = tf2_ulmfit_encoder(
-            pretrained_weights=weights, spm_model_file=spm_model,
-            **{**sizes, **configurables.model_bindings()})
-        model = tagger_head(encoder_num, len(vocabulary))
+        sizes, dropouts = downstream_config(**{**sizes, **configurables.model_bindings()})
+        _, encoder_num, outmask_num, _ = tf2_ulmfit_encoder(
+            pretrained_weights=weights, spm_model_file=spm_model, **sizes, **dropouts)
+        model = tagger_head(encoder_num, len(vocabulary), outmask_num, ar_alpha, tar_beta)
         configurables.fit_recipe(
             model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
             dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),

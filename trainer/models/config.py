@@ -25,3 +25,16 @@ def awd_lstm_config(defaults, drop_mult=1.0, **overrides):
                         f"{sorted(defaults)} and drop_mult.")
     config = {**defaults, **overrides}
     return {k: v * drop_mult if k in DROPOUTS else v for k, v in config.items()}
+
+
+def downstream_config(drop_mult=1.0, **config):
+    """(sizes, dropouts) of an encoder fine-tuned for a task: AWD_LSTM_CLAS_CONFIG's dropouts
+    updated by those in `config`, times `drop_mult`; the rest of `config` is sizes.
+
+    Not the pretrained model's dropouts: those already carry its own drop_mult (0.3 after LM
+    fine-tuning), and fastai starts every classifier from the classifier config.
+    """
+    sizes = {k: v for k, v in config.items() if k not in DROPOUTS}
+    dropouts = awd_lstm_config({k: AWD_LSTM_CLAS_CONFIG[k] for k in DROPOUTS}, drop_mult,
+                               **{k: v for k, v in config.items() if k in DROPOUTS})
+    return sizes, dropouts

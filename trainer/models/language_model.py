@@ -1,7 +1,4 @@
-"""AWD-LSTM language model: the encoder, output dropout and a decoder tied to the embedding.
-
-Also the AR/TAR activation regularizers, which fastai adds to the loss (RNNRegularizer).
-"""
+"""AWD-LSTM language model: the encoder, output dropout and a decoder tied to the embedding."""
 import keras
 import tensorflow as tf
 
@@ -46,15 +43,3 @@ class AWDLSTMLanguageModel(keras.Model):
     def get_config(self):
         return {"vocab_size": self.encoder.embedding.input_dim, "output_p": self.output_p,
                 **{k: v for k, v in self.encoder.config.items() if k != "vocab_size"}}
-
-
-@tf.function(jit_compile=True)  # fused: TF's gradient of the shifted slices copies them twice
-def activation_regularization(raw_output, dropped_output, alpha=2.0, beta=1.0):
-    """AR: alpha * mean(dropped^2), TAR: beta * mean((raw_t - raw_{t-1})^2), as fastai."""
-    loss = 0.0
-    if alpha:
-        loss += alpha * tf.reduce_mean(tf.square(tf.cast(dropped_output, tf.float32)))
-    if beta:
-        diff = raw_output[:, 1:] - raw_output[:, :-1]
-        loss += beta * tf.reduce_mean(tf.square(tf.cast(diff, tf.float32)))
-    return loss
