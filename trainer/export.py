@@ -1,5 +1,9 @@
 """python -m trainer.export --checkpoint=MODEL_DIR_OR_CKPT --output=DIR [--fixed_seq_len=N]
 
+A classifier's or tagger's run directory (it has downstream.json) becomes the SavedModel that
+trainer/downstream/serving.py describes: raw text in, labels or tags out. A language model
+(pretrained or fine-tuned) becomes the encoder's SavedModel below.
+
 Writes a SavedModel that needs neither this package nor a Python tokenizer, only TensorFlow and
 tensorflow-text (whose SentencePiece op runs in the graph). Dropout and weight drop are off.
 Serving signatures (`mask` is True on tokens, False on padding; padding id 1):
@@ -21,6 +25,8 @@ import tensorflow as tf
 
 from data_pipeline.atomic_files import temporary_path
 from data_pipeline.errors import run_tool
+from trainer.downstream.saved_run import is_run
+from trainer.downstream.serving import mark_classification_signature, serving_module
 from trainer.pretrained import PretrainedModelError, load_language_model
 from trainer.ulmfit_encoder import SentencePieceIds, token_mask
 
@@ -67,14 +73,22 @@ class ULMFiTServing(tf.Module):
 
 
 def export(checkpoint, output, fixed_seq_len=None):
-    """Exports the LM at `checkpoint` (model directory or checkpoint prefix) to `output`."""
+    """Exports `checkpoint` to `output`: a classifier or tagger run directory as
+    trainer/downstream/serving.py describes, else the LM (model directory or checkpoint prefix)."""
     if tf.io.gfile.exists(output):
         raise PretrainedModelError(f"{output}: exists; pass a new --output (nothing was "
                                    "written).")
-    lm, config = load_language_model(checkpoint)
-    module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
+    if is_run(checkpoint):
+        if fixed_seq_len:
+            raise PretrainedModelError(f"{checkpoint} is a fine-tuned run: its model reads "
+                                       "texts as training did; drop --fixed_seq_len.")
+        module = serving_module(checkpoint)
+    else:
+        lm, config = load_language_model(checkpoint)
+        module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
     staging = temporary_path(output.rstrip("/"))
     tf.saved_model.save(module, staging, signatures=module.signatures())
+    mark_classification_signature(staging)
     tf.io.gfile.rename(staging, output)
     return output
 
@@ -89,8 +103,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("checkpoint", None, "A model directory of trainer.main or "
-                        "trainer.convert_fastai, or one checkpoint prefix in it.", required=True)
+    flags.DEFINE_string("checkpoint", None, "A model directory of trainer.main (an LM, a "
+                        "classifier or a tagger) or trainer.convert_fastai, or one LM "
+                        "checkpoint prefix in it.", required=True)
     flags.DEFINE_string("output", None, "The SavedModel directory to create.", required=True)
     flags.DEFINE_integer("fixed_seq_len", None, "Pad/cut every text to this many ids.")
     run_tool(main)

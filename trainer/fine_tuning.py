@@ -8,7 +8,6 @@ the full rate and the embedding the smallest (fastai's slice(lr / 2.6^4, lr) ove
 Gradual unfreezing trains only the last group in the first epoch and unfreezes one more group
 each epoch (the paper), or follows the course recipe's stages.
 """
-import json
 import os
 import time
 
@@ -16,7 +15,6 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
 from trainer.checkpoints import latest_intact_checkpoint
 from trainer.optimizer import fastai_adam
 from trainer.pretrained import model_checkpoint
@@ -112,14 +110,6 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
                         verbose=2)  # `train` reshuffles itself
     unfreeze_last(groups, len(groups))
     return history
-
-
-def save_fine_tuned(model_dir, model, metrics):
-    """Writes the fine-tuned weights (MODEL_DIR/weights) and metrics.json; returns the metrics."""
-    tf.io.gfile.makedirs(model_dir)
-    model_checkpoint(model).write(os.path.join(model_dir, "weights"))
-    write_atomically(os.path.join(model_dir, "metrics.json"), json.dumps(metrics, indent=2))
-    return metrics
 
 
 class EpochCheckpoints(keras.callbacks.Callback):

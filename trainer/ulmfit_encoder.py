@@ -75,6 +75,9 @@ def tf2_ulmfit_encoder(fixed_seq_len=None, spm_model_file=None, *, pretrained_we
                                  "spm_model_file (or vocab_size) for a randomly initialized model.")
             model_config["vocab_size"] = load_sentencepiece(spm_model_file).get_piece_size()
         lm = AWDLSTMLanguageModel(**model_config)
+        # Built as load_language_model builds it, so its weights have the same paths and a
+        # model saved from one loads into the other (trainer/downstream/saved_run.py).
+        lm(tf.zeros([1, 1], tf.int32))
     ids = keras.Input(shape=(fixed_seq_len,), dtype="int32", name="ids")
     hidden, _ = lm.encoder(ids)
     encoder_num = keras.Model(ids, hidden, name="encoder_num")

@@ -11,7 +11,7 @@ import keras
 from data_pipeline import labeled_data as data
 from data_pipeline.sources import SPLITS
 from trainer import configurables
-from trainer.fine_tuning import save_fine_tuned
+from trainer.downstream.saved_run import describe, save_run
 from trainer.pretrained import encoder_source
 
 
@@ -56,4 +56,5 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     for split in ("valid", "test"):
         metrics[f"{split}_accuracy"] = float(model.evaluate(dataset(split), verbose=0,
                                                             return_dict=True)["accuracy"])
-    return save_fine_tuned(model_dir, model, metrics)
+    return save_run(model_dir, model, describe("classifier", model, vocabulary, max_len),
+                    spm_model, metrics)

@@ -15,7 +15,7 @@ from data_pipeline import labeled_data as data
 from data_pipeline.sources import SPLITS
 from data_pipeline.tokenizer import SPECIAL_IDS
 from trainer import configurables
-from trainer.fine_tuning import save_fine_tuned
+from trainer.downstream.saved_run import describe, save_run
 from trainer.models.config import downstream_config
 from trainer.pretrained import encoder_source
 from trainer.span_f1 import span_f1
@@ -81,4 +81,5 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
         predicted = predicted_tags(model, ids, starts, vocabulary, batch_size)
         truth = [tags for _, tags in sentences[split]]  # words cut off by max_len count as O
         metrics.update({f"{split}_{k}": v for k, v in span_f1(truth, predicted).items()})
-    return save_fine_tuned(model_dir, model, metrics)
+    return save_run(model_dir, model, describe("tagger", model, vocabulary, max_len),
+                    spm_model, metrics)
