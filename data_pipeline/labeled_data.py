@@ -175,13 +175,17 @@ def sorted_order(lengths, batch_size, rng=None):
     return np.concatenate(batches)
 
 
-def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None):
+def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None,
+                     length_multiple=16):
     """A tf.data pipeline of right-padded (ids [batch, time], targets) batches of similar
     lengths (sorted_order).
 
     `targets`: one int per row (classification) or one list per row, padded with `target_pad`
     (tagging). `shuffle_seed`: a new order every epoch, drawn from (seed, epoch); None:
-    longest first.
+    longest first. `time` is the batch's longest row rounded up to a multiple of
+    `length_multiple`: the LSTM kernel is XLA-compiled once per shape, and a compilation
+    costs as much as dozens of steps, so a few more padding tokens are cheaper than a new
+    shape for every length.
     """
     per_token = target_pad is not None
     signature = (tf.TensorSpec([None], tf.int32),
@@ -196,4 +200,12 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
     dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(len(ids)))  # so Keras knows an epoch's steps
     pads = (SPECIAL_IDS["pad"], target_pad if per_token else 0)
-    return dataset.padded_batch(batch_size, padding_values=pads).prefetch(tf.data.AUTOTUNE)
+
+    def round_up(batch_ids, batch_targets):
+        extra = [[0, 0], [0, -tf.shape(batch_ids)[1] % length_multiple]]
+        if per_token:
+            batch_targets = tf.pad(batch_targets, extra, constant_values=target_pad)
+        return tf.pad(batch_ids, extra, constant_values=pads[0]), batch_targets
+
+    return dataset.padded_batch(batch_size, padding_values=pads).map(round_up).prefetch(
+        tf.data.AUTOTUNE)

@@ -23,7 +23,7 @@ def test_chunks_carry_the_states_so_outputs_equal_one_pass():
     encoder = _encoder()
     ids = tf.random.stateless_uniform([3, 10], [1, 2], 4, 40, tf.int32)
     whole, _ = encoder(ids)
-    for bptt in (3, 5, 10, 16):
+    for bptt in (3, 5, 10, 16):  # 16: a text shorter than bptt is one chunk of its length
         np.testing.assert_allclose(ChunkedEncoder(encoder, bptt)(ids), whole, atol=1e-6)
 
 
@@ -86,8 +86,12 @@ def test_each_pass_over_a_labelled_dataset_is_a_new_reproducible_order():
     first, again = passes(labelled_dataset(ids, labels, 4, shuffle_seed=3)), \
         passes(labelled_dataset(ids, labels, 4, shuffle_seed=3))
     assert first == again and first[0] != first[1] and sorted(first[0]) == labels
-    for x, y in labelled_dataset(ids, labels, 4):  # evaluation: longest first, padded per batch
-        assert x.shape[1] == max(len(ids[int(k)]) for k in y)
+    # Evaluation: longest first, padded per batch to a multiple of length_multiple.
+    for multiple in (1, 8):
+        for x, y in labelled_dataset(ids, labels, 4, length_multiple=multiple):
+            longest = max(len(ids[int(k)]) for k in y)
+            assert x.shape[1] == -(-longest // multiple) * multiple
+            assert all((row[len(ids[int(k)]):] == 1).all() for row, k in zip(x.numpy(), y))
 
 
 def test_classifier_training_adds_fastais_ar_and_tar_over_the_pooled_tokens():

@@ -2,6 +2,7 @@
 import keras
 
 from trainer.models.activation_regularization import ActivationRegularization
+from trainer.models.pooling_classifier import TORCH_LINEAR_INIT
 
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 
@@ -15,6 +16,7 @@ def tagger_head(encoder_num, num_classes, outmask_num=None, ar_alpha=0.0, tar_be
         hidden = ActivationRegularization(ar_alpha, tar_beta, name="activation_regularization")(
             hidden, outmask_num.output)
     probabilities = keras.layers.Dense(num_classes, activation="softmax",
+                                       kernel_initializer=TORCH_LINEAR_INIT,
                                        name="tagger_head")(hidden)
     return keras.Model(encoder_num.input, probabilities, name="ulmfit_sequence_tagger")
 

@@ -9,6 +9,10 @@ thing. Then BatchNorm-Dropout-Dense-ReLU-BatchNorm-Dropout-Dense, fastai's LinBn
 import keras
 import tensorflow as tf
 
+# PyTorch's nn.Linear init, U(+-1/sqrt(fan_in)), which fastai's heads keep; Keras' Glorot
+# default draws a head's weights about twice as large.
+TORCH_LINEAR_INIT = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
+
 
 def masked_concat_pool(hidden, mask):
     """hidden [batch, time, dim], mask [batch, time] (True = pooled) -> [batch, 3 * dim]. "last"
@@ -54,7 +58,7 @@ class PoolingLinearClassifier(keras.layers.Layer):
                 keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn_{i}"),
                 keras.layers.Dropout(rate, name=f"dropout_{i}"),
                 keras.layers.Dense(units, use_bias=False, activation=None if last else "relu",
-                                   name=f"dense_{i}")]
+                                   kernel_initializer=TORCH_LINEAR_INIT, name=f"dense_{i}")]
 
     def call(self, hidden, token_mask, training=False):
         x = self.pooling(hidden, token_mask)

@@ -26,11 +26,13 @@ class ChunkedEncoder(keras.layers.Layer):
 
     def call(self, ids, training=False):
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
-        chunks = (length + self.bptt - 1) // self.bptt
-        padding = chunks * self.bptt - length  # its outputs are cut off below
+        # Texts no longer than bptt run as one chunk of their own length, not padded to bptt.
+        size = tf.minimum(length, self.bptt)
+        chunks = (length + size - 1) // size
+        padding = chunks * size - length  # its outputs are cut off below
         chunked = tf.reshape(tf.pad(ids, [[0, 0], [0, padding]],
                                     constant_values=self.encoder.config["pad_id"]),
-                             [batch, chunks, self.bptt])
+                             [batch, chunks, size])
 
         def step(i, states, outputs):
             hidden, new_states = self.encoder(tf.gather(chunked, i, axis=1), states,
@@ -42,7 +44,7 @@ class ChunkedEncoder(keras.layers.Layer):
 
         states = self.encoder.initial_states(batch, self.compute_dtype)
         outputs = tf.TensorArray(self.compute_dtype, size=chunks, element_shape=[
-            None, self.bptt, self.encoder.units[-1]])
+            None, None, self.encoder.units[-1]])
         _, _, outputs = tf.while_loop(lambda i, *_: i < chunks, step,
                                       (tf.constant(0), states, outputs))
         hidden = tf.transpose(outputs.stack(), [1, 0, 2, 3])  # [batch, chunks, bptt, emb]
