@@ -23,7 +23,7 @@ IGNORE = -1
 _TAGGING_SUFFIXES = (".tsv", ".conll", ".txt")
 
 
-def _jsonl(path, fields):
+def read_jsonl(path, fields):
     rows = []
     with tf.io.gfile.GFile(path) as f:
         for number, line in enumerate(f, 1):
@@ -49,7 +49,7 @@ def _jsonl(path, fields):
 
 def read_classification(path, text_key="text", label_key="label"):
     """(texts, labels) of a JSONL file; labels are kept as strings."""
-    rows = _jsonl(path, [text_key, label_key])
+    rows = read_jsonl(path, [text_key, label_key])
     for number, row in rows:
         if not isinstance(row[text_key], str):
             raise CorpusError(f"{path}:{number}: field {text_key!r} is a JSON "
@@ -84,7 +84,7 @@ def read_tagging(path, tokens_key="tokens", tags_key="tags"):
     if path.endswith(_TAGGING_SUFFIXES):
         return _conll(path)
     sentences = []
-    for number, row in _jsonl(path, [tokens_key, tags_key]):
+    for number, row in read_jsonl(path, [tokens_key, tags_key]):
         tokens, tags = row[tokens_key], row[tags_key]
         if not isinstance(tokens, list) or not all(isinstance(w, str) for w in tokens):
             raise CorpusError(f"{path}:{number}: field {tokens_key!r} must be a list of strings.")

@@ -18,6 +18,7 @@ from trainer.downstream.tagging import predicted_tags, train_tagger
 from trainer.export import export
 from trainer.pretrained import model_checkpoint
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = "the model reads tokens and predicts next one while hidden state carries".split()
 # The last text is longer than the classifier's bptt (8) and the tagger's max_len (10): whole
 # texts in chunks for the one, ids cut (words past the cut tagged "O") for the other.
@@ -148,3 +149,31 @@ def test_a_tagger_serves_words_aligned_as_training_aligned_them(runs, tmp_path):
         scores = [pieces[s] if s >= 0 else np.zeros(2) for s in starts]
         np.testing.assert_allclose(served["ragged"]["scores"][k], scores, atol=1e-5)
         np.testing.assert_allclose(served["raw"]["scores"][k][:len(row)], scores, atol=1e-5)
+
+
+@pytest.mark.heavy
+def test_predict_gives_the_same_lines_from_a_run_and_from_its_savedmodel(runs, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    words = tmp_path / "words.jsonl"
+    words.write_text("".join(json.dumps({"tokens": t.split()}) + "\n" for t in TEXTS))
+    for run, inputs in zip(runs, ([texts], [texts, words])):
+        saved_model = str(tmp_path / f"{os.path.basename(run)}_savedmodel")
+        export(run, saved_model)
+        for source in inputs:
+            lines = []
+            for model_dir in (run, saved_model):
+                output = tmp_path / "out.jsonl"
+                subprocess.run([sys.executable, "-m", "trainer.predict", f"--model_dir={model_dir}",
+                                f"--input={source}", f"--output={output}", "--batch_size=3"],
+                               check=True, capture_output=True, cwd=ROOT)
+                lines.append([json.loads(line) for line in output.read_text().splitlines()])
+            assert lines[0] == lines[1] and len(lines[0]) == len(TEXTS)
+            if run == runs[0]:  # the labels are the Keras model's
+                model, description, spm_model = load_run(run)
+                encoder = data.PieceEncoder(spm_model, max_len=None)
+                best = [description.labels[int(np.argmax(model(tf.constant([encoder.text_ids(t)]))))]
+                        for t in TEXTS]
+                assert [row["label"] for row in lines[0]] == best
+            else:
+                assert [row["words"] for row in lines[0]] == [t.split() for t in TEXTS]

@@ -245,6 +245,30 @@ def _tagger_tokens_and_tags_differ(tmp, lm):
             f"{files['train']}:2: 1 tokens but 0 tags", 1)
 
 
+def _predict_with_a_language_model(tmp, lm):
+    (tmp / "in.txt").write_text("some text\n")
+    return (["trainer.predict", f"--model_dir={lm[0]}", f"--input={tmp}/in.txt",
+             f"--output={tmp}/out.jsonl"],
+            f"{lm[0]}: neither a classifier or tagger run directory", 1)
+
+
+def _generate_missing_model(tmp, lm):
+    return (["trainer.generate", f"--model_dir={tmp}/nothing", "--prompt=the"],
+            f"{tmp}/nothing: neither a model directory nor a checkpoint prefix", 1)
+
+
+def _predict_missing_input(tmp, lm):
+    return (["trainer.predict", f"--model_dir={lm[0]}", f"--input={tmp}/none.txt",
+             f"--output={tmp}/out.jsonl"], f"--input={tmp}/none.txt: no such file", 1)
+
+
+def _predict_damaged_run_description(tmp, lm):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "downstream.json").write_text("{}")
+    return (["trainer.predict", f"--model_dir={tmp}/run", f"--input={tmp}/run/downstream.json",
+             f"--output={tmp}/out.jsonl"], f"{tmp}/run/downstream.json: not a run description", 1)
+
+
 CASES = {case.__name__[1:]: case for case in (
     _gin_typo, _model_setting_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
     _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
@@ -253,7 +277,8 @@ CASES = {case.__name__[1:]: case for case in (
     _import_vocabulary_mismatch, _import_not_a_state_dict, _import_not_a_pth,
     _build_vocab_below_special_ids, _build_vocab_below_characters, _build_empty_corpus,
     _build_invalid_utf8, _classifier_line_not_an_object, _classifier_line_not_json,
-    _tagger_tokens_and_tags_differ)}
+    _tagger_tokens_and_tags_differ, _predict_with_a_language_model, _predict_missing_input, _generate_missing_model,
+    _predict_damaged_run_description)}
 
 
 @pytest.fixture(scope="module")

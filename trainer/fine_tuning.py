@@ -60,12 +60,18 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def _count(self, epoch):
         return self.plan[min(epoch, len(self.plan) - 1)]
 
+    def on_train_begin(self, logs=None):
+        self.traced_for = None  # the count the train step was last traced with
+
     def on_epoch_begin(self, epoch, logs=None):
-        if self.clear_state and epoch > 0 and self._count(epoch) != self._count(epoch - 1):
+        count = self._count(epoch)
+        if self.clear_state and epoch > 0 and count != self._count(epoch - 1):
             self.model.optimizer.clear_state()
-        unfreeze_last(self.groups, self._count(epoch))
-        # The compiled train step fixed its variable list when it was traced.
-        self.model.make_train_function(force=True)
+        if count != self.traced_for:  # a new trace recompiles every XLA kernel of the step
+            unfreeze_last(self.groups, count)
+            # The compiled train step fixed its variable list when it was traced.
+            self.model.make_train_function(force=True)
+            self.traced_for = count
 
 
 def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,

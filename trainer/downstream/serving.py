@@ -35,7 +35,7 @@ class _Serving(tf.Module):
         self.model_weights = list(model.weights)
         self.spm_ids = SentencePieceIds(spm_model_file)
         self.spm_model = tf.saved_model.Asset(spm_model_file)  # shipped beside the graph
-        self.label_names = tf.constant(description.labels)
+        self.label_names = tf.Variable(description.labels, trainable=False)  # saved with it
         self._model = lambda ids: model(ids, training=False)
 
 
