@@ -35,7 +35,6 @@ sys.path.insert(0, ROOT)
 from data_pipeline import labeled_data as data
 from data_pipeline.build import BuildSettings, build
 from data_pipeline.demo_tasks import demo_task_files
-from data_pipeline.manifest import load_manifest
 from data_pipeline.shards import parse_ids
 from data_pipeline.sources import SPLITS
 from trainer.convert_fastai import export_fastai
@@ -72,8 +71,9 @@ def prepare(work_dir, files):
     spm_model = config.spm_model_path
     shared = {"sizes": config.model, "state_dict": export_fastai(
         FLAGS.pretrained, os.path.join(work_dir, "pretrained.npz"))}
-    texts = list(data.read_classification(files["classify"]["train"])[0])
-    texts += [" ".join(words) for words, _ in data.read_tagging(files["tag"]["train"])]
+    splits = {s: data.read_classification(files["classify"][s]) for s in SPLITS}
+    sentences = {s: data.read_tagging(files["tag"][s]) for s in SPLITS}
+    texts = splits["train"][0] + [" ".join(words) for words, _ in sentences["train"]]
     with open(os.path.join(work_dir, "lm_texts.txt"), "w") as f:
         f.writelines(" ".join(t.split()) + "\n" for t in texts)
     lm_dir = os.path.join(work_dir, "lm_data")
@@ -82,7 +82,6 @@ def prepare(work_dir, files):
     shared["lm"] = {split: _split_ids(manifest, split) for split in ("train", "valid")}
     tokens = {"lm": LM_EPOCHS * manifest.split("train").tokens}
     texts_encoder = data.PieceEncoder(spm_model, max_len=None)
-    splits = {s: data.read_classification(files["classify"][s]) for s in SPLITS}
     classes = data.label_vocabulary(splits["train"][1])
     shared["classify"] = {"num_classes": len(classes), **{s: {
         "ids": [texts_encoder.text_ids(t) for t in split_texts],
@@ -90,7 +89,6 @@ def prepare(work_dir, files):
         for s, (split_texts, labels) in splits.items()}}
     tokens["classify"] = STAGE3_EPOCHS * sum(map(len, shared["classify"]["train"]["ids"]))
     words_encoder = data.PieceEncoder(spm_model, TAG_MAX_LEN)
-    sentences = {s: data.read_tagging(files["tag"][s]) for s in SPLITS}
     tags = data.label_vocabulary([t for _, ts in sentences["train"] for t in ts], "O")
     shared["tag"], truth = {"num_tags": len(tags)}, {}
     for s, rows in sentences.items():
