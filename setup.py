@@ -7,6 +7,7 @@ from setuptools import find_packages, setup
 SETUPTOOLS = "setuptools<81"
 HUB = ["tensorflow-hub>=0.16.1,<0.17", "tf-keras>=2.21,<2.22", SETUPTOOLS]
 TORCH = ["torch>=2.4,<3", SETUPTOOLS]
+PLOT = ["matplotlib>=3.8,<4"]
 
 setup(
     name="tf2-ulmfit",
@@ -30,7 +31,9 @@ setup(
         "numpy>=1.26,<2.5",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", *HUB],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", *HUB, *PLOT],
+        # trainer.lr_find's plot.
+        "plot": PLOT,
         # Loading an export with tensorflow_hub.KerasLayer.
         "hub": HUB,
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.

@@ -8,6 +8,11 @@ and batch k is columns [k*bptt, (k+1)*bptt) of every row, so row i of batch k+1 
 of batch k: the trainer carries the LSTM state across batches. Every pipeline yields the same
 number of batches; remainders are dropped so shapes are static.
 
+`backwards=True` (a backward LM, fastai's `backwards=True`) reads the same epoch's stream exactly
+reversed: shards in the reverse order, each shard's tokens reversed, so every document reads
+EOS ... BOS, and the documents come in the reverse of the forward order. (fastai reverses each
+document and keeps their shuffled order; both are a random order of reversed documents.)
+
 Each pipeline holds its rows in memory (4 bytes a token), as fastai holds the whole corpus.
 """
 import dataclasses
@@ -33,12 +38,14 @@ class EpochPlan:
 
 
 def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, num_pipelines=1,
-               pipeline=0, seed=0, epoch=0, shuffle=True) -> EpochPlan:
+               pipeline=0, seed=0, epoch=0, shuffle=True, backwards=False) -> EpochPlan:
     shards = manifest.split(split).shards
     check_shard_sizes(manifest, shards)
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(shards)) if shuffle else np.arange(len(shards))
     shard_seeds = rng.integers(2**31 - 1, size=(len(shards), 2))
+    if backwards:
+        order = order[::-1]
     total = sum(s.tokens for s in shards)
     per_pipeline = total // num_pipelines
     row_length = (per_pipeline - 1) // batch_size
@@ -64,37 +71,39 @@ def plan_epoch(manifest: Manifest, split: str, batch_size: int, bptt: int, *, nu
     return EpochPlan(files, records, seeds, offset, batch_size, row_length, starts)
 
 
-def _shard_tokens(path, records, seed, shuffle):
-    """All of a shard's tokens as one vector, documents in a seeded order."""
+def _shard_tokens(path, records, seed, shuffle, backwards):
+    """All of a shard's tokens as one vector, documents in a seeded order (all reversed when
+    `backwards`)."""
     documents = tf.data.TFRecordDataset(path).map(parse_ids).ragged_batch(records)
     def flatten(docs):
         if shuffle:
             order = tf.argsort(tf.random.stateless_uniform([records], seed=seed))
             docs = tf.gather(docs, order)
-        return docs.flat_values
+        return tf.reverse(docs.flat_values, [0]) if backwards else docs.flat_values
     return documents.map(flatten)
 
 
 def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=None, *,
                seed: int = 0, epoch: int = 0, shuffle: bool = True,
-               start_batch: int = 0) -> tf.data.Dataset:
+               start_batch: int = 0, backwards: bool = False) -> tf.data.Dataset:
     """`(inputs, targets)` int32 batches of shape [batch_size, bptt] for one epoch of `split`.
 
     `manifest` is a data directory, its manifest.json, or a loaded `Manifest`. `batch_size` is
     the rows this pipeline yields; every batch has that static shape (what XLA and TPUs need;
     fastai, too, uses a fixed bptt). `start_batch` resumes an epoch at that batch.
+    `backwards`: the stream reversed, for a backward LM.
     """
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     plan = plan_epoch(
         manifest, split, batch_size, bptt, seed=seed, epoch=epoch, shuffle=shuffle,
-        num_pipelines=input_context.num_input_pipelines if input_context else 1,
+        backwards=backwards, num_pipelines=input_context.num_input_pipelines if input_context else 1,
         pipeline=input_context.input_pipeline_id if input_context else 0)
     needed = plan.rows * plan.row_length + 1
     files = tf.data.Dataset.from_tensor_slices(
         (plan.files, tf.constant(plan.records, tf.int64), tf.constant(plan.shuffle_seeds, tf.int64)))
     tokens = files.interleave(
-        lambda path, records, shard_seed: _shard_tokens(path, records, shard_seed, shuffle),
+        lambda path, records, shard_seed: _shard_tokens(path, records, shard_seed, shuffle, backwards),
         cycle_length=min(len(plan.files), 4), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
 

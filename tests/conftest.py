@@ -83,8 +83,10 @@ def corpus_file(tmp_path):
     return write_corpus(tmp_path / "corpus.txt", paragraphs=600)
 
 
-def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **model_sizes):
-    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps."""
+def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, bindings=(),
+                  **model_sizes):
+    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps (with
+    the gin `bindings` added)."""
     import gin
     from trainer.lm_training import train_lm
     sizes = {"emb_size": 12, "hidden_size": 20, "num_layers": 2, **model_sizes}
@@ -94,7 +96,7 @@ def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **model_s
             f"BuildSettings.vocab_size = {vocab_size}", "BuildSettings.valid_fraction = 0.2",
             "train_lm.batch_size = 4", "train_lm.bptt = 10", f"train_lm.max_steps = {steps}",
             "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1"]
-            + [f"AWDLSTMLanguageModel.{k} = {v}" for k, v in sizes.items()])
+            + [f"AWDLSTMLanguageModel.{k} = {v}" for k, v in sizes.items()] + list(bindings))
     try:
         return train_lm(model_dir)
     finally:

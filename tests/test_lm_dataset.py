@@ -62,6 +62,21 @@ def test_epochs_are_seeded_shuffles(unique_manifest):
     assert ordered[0][0][0, 0] == 10  # no shuffle: the stream starts at the first document
 
 
+def _stream(manifest, **kw):
+    """The whole epoch's stream: one row, bptt 1, reads every token of the split in order."""
+    batches = _epoch(manifest, 1, 1, **kw)
+    return np.concatenate([x[0] for x, _ in batches] + [batches[-1][1][0]])
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_backward_stream_is_the_forward_stream_reversed(unique_manifest, epoch):
+    forward = _stream(unique_manifest, seed=3, epoch=epoch)
+    backward = _stream(unique_manifest, seed=3, epoch=epoch, backwards=True)
+    assert len(forward) == unique_manifest.split("train").tokens
+    np.testing.assert_array_equal(backward, forward[::-1])
+    assert not (forward == _stream(unique_manifest, seed=3, epoch=1 - epoch)).all()
+
+
 def test_too_small_split_and_truncated_shard_are_clear_errors(unique_manifest, tmp_path):
     with pytest.raises(CorpusError, match="too few for 4 pipeline"):
         lm_dataset(unique_manifest, "train", 64, 70,

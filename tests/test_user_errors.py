@@ -269,6 +269,20 @@ def _predict_damaged_run_description(tmp, lm):
              f"--output={tmp}/out.jsonl"], f"{tmp}/run/downstream.json: not a run description", 1)
 
 
+def _ensemble_member_not_a_run(tmp, lm):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "downstream.json").write_text("{}")
+    (tmp / "in.txt").write_text("some text\n")
+    return (["trainer.predict", f"--model_dir={tmp}/run,{lm[0]}", f"--input={tmp}/in.txt",
+             f"--output={tmp}/out.jsonl"],
+            f"{lm[0]}: not a classifier run directory .* an ensemble joins runs", 1)
+
+
+def _lr_find_missing_gin_file(tmp, lm):
+    return (["trainer.lr_find", "--gin_file=gin_configs/clasifier.gin", f"--output={tmp}/x.png"],
+            "--gin_file=gin_configs/clasifier.gin: no such file", 1)
+
+
 CASES = {case.__name__[1:]: case for case in (
     _gin_typo, _model_setting_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
     _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
@@ -277,8 +291,9 @@ CASES = {case.__name__[1:]: case for case in (
     _import_vocabulary_mismatch, _import_not_a_state_dict, _import_not_a_pth,
     _build_vocab_below_special_ids, _build_vocab_below_characters, _build_empty_corpus,
     _build_invalid_utf8, _classifier_line_not_an_object, _classifier_line_not_json,
-    _tagger_tokens_and_tags_differ, _predict_with_a_language_model, _predict_missing_input, _generate_missing_model,
-    _predict_damaged_run_description)}
+    _tagger_tokens_and_tags_differ, _predict_with_a_language_model, _predict_missing_input,
+    _generate_missing_model, _predict_damaged_run_description, _ensemble_member_not_a_run,
+    _lr_find_missing_gin_file)}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """fastai AWD_LSTM language models in and out of our checkpoints.
 
   python -m trainer.convert_fastai import --state_dict=lm.pth --spm_model=spm.model --output=DIR
+      [--backwards]   (a backward LM's weights)
   python -m trainer.convert_fastai export --checkpoint=DIR --output=lm.pth
 
 fastai's `get_language_model(AWD_LSTM, vocab)` state_dict, per LSTM layer i:
@@ -160,8 +161,9 @@ def check_shapes(config, weights, state_dict_path):
                 f"{variable.shape.as_list()}; the LSTM layers do not fit together.")
 
 
-def import_fastai(state_dict_path, spm_model_file, output_dir):
-    """Writes a model directory (checkpoint + lm_config.json + spm.model) from fastai weights."""
+def import_fastai(state_dict_path, spm_model_file, output_dir, backwards=False):
+    """Writes a model directory (checkpoint + lm_config.json + spm.model) from fastai weights
+    (`backwards`: of a backward LM, fastai's backwards=True)."""
     if tf.io.gfile.exists(os.path.join(output_dir, "checkpoint")):
         raise PretrainedModelError(f"{output_dir}: already holds a checkpoint; pass a new "
                                    "--output (nothing was written).")
@@ -172,7 +174,7 @@ def import_fastai(state_dict_path, spm_model_file, output_dir):
     variables = lambda arrays: tf.train.Checkpoint(
         **{k: tf.Variable(v) for k, v in arrays.items()})
     checkpoint = tf.train.Checkpoint(model=variables(weights), fastai_biases=variables(biases))
-    write_pretrained_config(output_dir, config, spm_model_file, SPECIAL_IDS)
+    write_pretrained_config(output_dir, config, spm_model_file, SPECIAL_IDS, backwards)
     # CheckpointManager writes the `checkpoint` index last: a killed import leaves no valid dir.
     tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=1).save(checkpoint_number=0)
     return output_dir
@@ -205,7 +207,7 @@ def main(argv):
         if not FLAGS[name].value:
             raise app.UsageError(f"{argv[1]} needs --{name}.")
     if argv[1] == "import":
-        print(import_fastai(FLAGS.state_dict, FLAGS.spm_model, FLAGS.output))
+        print(import_fastai(FLAGS.state_dict, FLAGS.spm_model, FLAGS.output, FLAGS.backwards))
     else:
         print(export_fastai(FLAGS.checkpoint, FLAGS.output))
 
@@ -214,6 +216,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("state_dict", None, "import: fastai LM weights, .pth or .npz.")
     flags.DEFINE_string("spm_model", None, "import: the SentencePiece model of those weights "
                         "(ids unk 0, pad 1, bos 2, eos 3).")
+    flags.DEFINE_boolean("backwards", False, "import: the weights are a backward LM's "
+                         "(trained with fastai's backwards=True).")
     flags.DEFINE_string("checkpoint", None, "export: a model directory or checkpoint prefix.")
     flags.DEFINE_string("output", None, "import: the model directory to create; export: the "
                         ".pth or .npz file to write.", required=True)

@@ -1,7 +1,9 @@
 """python -m trainer.export --checkpoint=MODEL_DIR_OR_CKPT --output=DIR [--fixed_seq_len=N]
 
 A classifier's or tagger's run directory (it has downstream.json) becomes the SavedModel that
-trainer/downstream/serving.py describes: raw text in, labels or tags out. A language model
+trainer/downstream/serving.py describes: raw text in, labels or tags out. Several classifier
+runs, comma-separated (`--checkpoint=FORWARD_RUN,BACKWARD_RUN`), become one SavedModel of their
+ensemble: the mean of their probabilities. A language model
 (pretrained or fine-tuned) becomes the encoder's SavedModel below.
 
 Writes a SavedModel that needs neither this package nor a Python tokenizer, only TensorFlow and
@@ -25,7 +27,7 @@ import tensorflow as tf
 
 from data_pipeline.atomic_files import temporary_path
 from data_pipeline.errors import run_tool
-from trainer.downstream.saved_run import is_run
+from trainer.downstream.saved_run import ensemble_members
 from trainer.downstream.serving import mark_classification_signature, serving_module
 from trainer.pretrained import PretrainedModelError, load_language_model
 from trainer.ulmfit_encoder import SentencePieceIds, token_mask
@@ -78,11 +80,12 @@ def export(checkpoint, output, fixed_seq_len=None):
     if tf.io.gfile.exists(output):
         raise PretrainedModelError(f"{output}: exists; pass a new --output (nothing was "
                                    "written).")
-    if is_run(checkpoint):
+    runs = ensemble_members(checkpoint)
+    if runs:
         if fixed_seq_len:
             raise PretrainedModelError(f"{checkpoint} is a fine-tuned run: its model reads "
                                        "texts as training did; drop --fixed_seq_len.")
-        module = serving_module(checkpoint)
+        module = serving_module(runs)
     else:
         lm, config = load_language_model(checkpoint)
         module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
@@ -105,7 +108,8 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "A model directory of trainer.main (an LM, a "
                         "classifier or a tagger) or trainer.convert_fastai, or one LM "
-                        "checkpoint prefix in it.", required=True)
+                        "checkpoint prefix in it; or classifier runs, comma-separated, for "
+                        "their ensemble.", required=True)
     flags.DEFINE_string("output", None, "The SavedModel directory to create.", required=True)
     flags.DEFINE_integer("fixed_seq_len", None, "Pad/cut every text to this many ids.")
     run_tool(main)

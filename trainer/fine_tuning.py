@@ -77,7 +77,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
 def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,
                discriminative_factor=2.6, gradual_unfreezing=True, clear_state_on_unfreeze=True,
                stages=None, clip_norm=0.25, weight_decay=0.01, metrics=(), model_dir=None,
-               tokens_per_epoch=None):
+               tokens_per_epoch=None, callbacks=()):
     """Compiles `model` with ULMFiT's optimizer settings and fits it; returns the history.
 
     The paper's recipe (default): `schedule` over all `epochs`, one more group unfrozen each
@@ -89,6 +89,7 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     `model_dir`, it goes on from the last finished epoch (weights, optimizer state, schedule
     position and unfreezing stage), and a finished run trains no further. The resumed epochs see
     the data in another order and draw other dropout masks than an uninterrupted run would.
+    `callbacks`: more Keras callbacks for the fit (e.g. the learning-rate finder's).
     """
     groups = layer_groups(model)
     factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)
@@ -103,7 +104,7 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
                        lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
-    callbacks = [GradualUnfreezing(groups, plan, clear_state_on_unfreeze)]
+    callbacks = [GradualUnfreezing(groups, plan, clear_state_on_unfreeze), *callbacks]
     if tokens_per_epoch:
         callbacks.append(TokensPerSecond(tokens_per_epoch))
     initial_epoch = 0

@@ -7,6 +7,10 @@ temperature) (only the `top_k` likeliest with --top_k; never unk, pad or BOS) an
 the carried LSTM states. A word is a piece that starts one (SentencePiece's "▁"); generation
 stops after `n_words` new words, or at EOS with --stop_at_eos (else EOS starts a new line: the
 LM reads documents as one stream). The same seed gives the same text.
+
+A backward LM (train_lm.backwards) writes what comes before the prompt: it reads the prompt
+reversed and samples pieces right to left, so the prompt ends the text; BOS plays EOS's part
+(the start of the document is where a backward LM's document ends).
 """
 from absl import flags
 import numpy as np
@@ -16,12 +20,11 @@ from data_pipeline.errors import run_tool
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.pretrained import load_language_model
 
-_NEVER = [SPECIAL_IDS[k] for k in ("unk", "pad", "bos")]
 
 
-def _next_piece_sampler(lm, temperature, top_k):
+def _next_piece_sampler(lm, temperature, top_k, never_ids):
     never = np.zeros(lm.get_config()["vocab_size"], np.float32)
-    never[_NEVER] = -np.inf
+    never[never_ids] = -np.inf
 
     @tf.function
     def step(ids, states, seed):
@@ -36,31 +39,40 @@ def _next_piece_sampler(lm, temperature, top_k):
 
 
 def generate(lm, processor, prompt, n_words=50, temperature=0.75, top_k=None, seed=0,
-             stop_at_eos=False, max_pieces=None):
-    """(text: the prompt and its continuation, decoded together; the continuation's ids).
-    At most `max_pieces` pieces (default 20 per word): a model that never starts a word
-    still stops."""
+             stop_at_eos=False, max_pieces=None, backwards=False):
+    """(text: the prompt and its continuation, decoded together; the continuation's ids, in
+    the order sampled). At most `max_pieces` pieces (default 20 per word): a model that never
+    starts a word still stops. `backwards`: `lm` is a backward LM (see above)."""
     max_pieces = max_pieces or 20 * (n_words + 1)
-    step = _next_piece_sampler(lm, temperature, top_k)
-    states = lm.encoder.initial_states(1)
-    ids, generated, words = [SPECIAL_IDS["bos"]] + processor.encode(prompt), [], 0
+    start, end = (SPECIAL_IDS["eos"], SPECIAL_IDS["bos"]) if backwards else (
+        SPECIAL_IDS["bos"], SPECIAL_IDS["eos"])  # a document's first and last id as read
+    step = _next_piece_sampler(lm, temperature, top_k, [SPECIAL_IDS["unk"], SPECIAL_IDS["pad"],
+                                                        start])
+    prompt_ids = processor.encode(prompt)
+    ids = [start] + (prompt_ids[::-1] if backwards else prompt_ids)
+    states, generated, words = lm.encoder.initial_states(1), [], 0
     while len(generated) < max_pieces:
         token, states = step(tf.constant([ids if not generated else generated[-1:]]), states,
                              tf.constant([seed, len(generated)]))
         token = int(token)
-        starts_word = token == SPECIAL_IDS["eos"] or processor.id_to_piece(token)[0] == "▁"
-        if (token == SPECIAL_IDS["eos"] and stop_at_eos) or (starts_word and words == n_words):
+        if token == end and stop_at_eos:
             break
-        words += starts_word
+        # Read left to right, "▁" starts a word; read right to left, it completes one.
+        word_boundary = token == end or processor.id_to_piece(token)[0] == "▁"
+        if word_boundary and words == n_words and not backwards:
+            break
+        words += word_boundary
         generated.append(token)
-    segments = [[]]  # EOS ends a document: the next one begins on a new line
-    for token in generated:
-        if token == SPECIAL_IDS["eos"]:
+        if words == n_words and backwards:
+            break
+    text = generated[::-1] + prompt_ids if backwards else prompt_ids + generated
+    segments = [[]]  # a document boundary: the next document begins on a new line
+    for token in text:
+        if token in (SPECIAL_IDS["bos"], SPECIAL_IDS["eos"]):
             segments.append([])
         else:
             segments[-1].append(token)
-    first = processor.decode(ids[1:] + segments[0])  # the prompt, continued
-    return "\n".join([first] + [processor.decode(s) for s in segments[1:]]), generated
+    return "\n".join(processor.decode(s) for s in segments if s), generated
 
 
 FLAGS = flags.FLAGS
@@ -71,7 +83,7 @@ def main(argv):
     lm, config = load_language_model(FLAGS.model_dir)
     text, _ = generate(lm, load_sentencepiece(config.spm_model_path), FLAGS.prompt,
                        FLAGS.n_words, FLAGS.temperature, FLAGS.top_k, FLAGS.seed,
-                       FLAGS.stop_at_eos)
+                       FLAGS.stop_at_eos, backwards=config.backwards)
     print(text)
 
 

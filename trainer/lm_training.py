@@ -19,9 +19,9 @@ from trainer import configurables
 from trainer.controller import Controller, LoopPosition
 from trainer.divergence import LossSpikeGuard
 from trainer.lm_task import LanguageModelTask
-from trainer.pretrained import (check_same_vocab, load_pretrained_config, model_checkpoint,
-                                model_dir_and_checkpoint, restore_weights, weights_by_path,
-                                write_pretrained_config)
+from trainer.pretrained import (LM_CONFIG_NAME, check_same_vocab, load_pretrained_config,
+                                model_checkpoint, model_dir_and_checkpoint, restore_weights,
+                                weights_by_path, write_pretrained_config)
 from trainer.strategies import checkpoint_write_dir, is_chief
 
 
@@ -42,6 +42,10 @@ def prepare_data(data_dir, build_input, spm_model=None):
         except SettingError as e:
             raise CorpusError(e.spelled(_gin_name)) from None
     return load_manifest(data_dir)
+
+
+def _direction(backwards):
+    return "backward" if backwards else "forward"
 
 
 def check_splits_fit(manifest, bptt, replicas, batch_size, eval_batch_size):
@@ -98,18 +102,22 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
              clip_norm=0.25, ar_alpha=2.0, tar_beta=1.0, jit_compile=False,
              checkpoint_every_steps=500, keep_checkpoints=3, log_every_steps=50,
              deterministic=True, mixed_precision=None, schedule=configurables.one_cycle,
-             init_from=None, loss_spike_factor=2.0, loss_spike_patience=3):
+             init_from=None, loss_spike_factor=2.0, loss_spike_patience=3, backwards=False,
+             controller=Controller):
     """Trains (or resumes) an AWD-LSTM LM in `model_dir`; returns final metrics.
 
     `init_from`: a pretrained model directory or checkpoint to fine-tune (ULMFiT stage 2): the
     architecture and weights come from it, and the data must be numbered by its SentencePiece
-    model (a missing data_dir is built with it).
+    model (a missing data_dir is built with it). `backwards`: train a backward LM, on every
+    stream reversed (fastai's backwards=True; lm_config.json records it, and classifiers on it
+    read their texts reversed).
 
     `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows.
     `max_steps` stops early (the schedule still spans all `epochs`). `mixed_precision`:
     None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
     variables, softmax and loss stay float32. `loss_spike_*`: see trainer/divergence.py (None:
-    train on through loss spikes, as fastai does).
+    train on through loss spikes, as fastai does). `controller`: the class that runs the loop
+    (trainer.lr_finder swaps in its own).
     """
     # First: logical devices must be set up before any TF op runs.
     strategy = configurables.make_strategy()
@@ -124,6 +132,14 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path)
     if pretrained:
         check_same_vocab(pretrained, manifest.spm_model_path)
+        if pretrained.backwards != backwards:
+            raise UserError(f"{init_from} is a {_direction(pretrained.backwards)} language "
+                            f"model; fine-tune it as one: train_lm.backwards={not backwards}.")
+    if tf.io.gfile.exists(os.path.join(model_dir, LM_CONFIG_NAME)) and \
+            load_pretrained_config(model_dir).backwards != backwards:
+        raise UserError(f"{model_dir}: holds a {_direction(not backwards)} language model; "
+                        f"resume it with train_lm.backwards={not backwards}, or pass a new "
+                        "--model_dir.")
     replicas = strategy.num_replicas_in_sync
     for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value % replicas:
@@ -134,10 +150,12 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     def train_data(epoch, start_batch):
         return strategy.distribute_datasets_from_function(
             lambda ctx: worker_lm_dataset(manifest, "train", per_replica, bptt, ctx, seed=seed,
-                                          epoch=epoch, start_batch=start_batch))
+                                          epoch=epoch, start_batch=start_batch,
+                                          backwards=backwards))
 
     valid_data = lambda: strategy.distribute_datasets_from_function(
-        lambda ctx: worker_lm_dataset(manifest, "valid", eval_rows, bptt, ctx, shuffle=False))
+        lambda ctx: worker_lm_dataset(manifest, "valid", eval_rows, bptt, ctx, shuffle=False,
+                                       backwards=backwards))
     steps_per_epoch = int(lm_dataset(manifest, "train", per_replica, bptt,
                                      tf.distribute.InputContext(replicas, 0, replicas))
                           .cardinality())
@@ -160,8 +178,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     chief, write_dir = is_chief(strategy), checkpoint_write_dir(strategy, model_dir)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
-                                manifest.special_ids)
-    controller = Controller(
+                                manifest.special_ids, backwards)
+    controller = controller(
         LanguageModelTrainer(task, manifest, train_data, valid_data, eval_rows),
         position=position, step_counter=adam.iterations,
         checkpoint_manager=tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,

@@ -23,9 +23,12 @@ _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 gin.add_config_file_search_path(_PROJECT_ROOT)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
-flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
+
+
+def define_gin_flags():
+    """--gin_file and --gin_param, as every tool that runs a configured job takes them."""
+    flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
+    flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
 
 
 @gin.configurable
@@ -83,4 +86,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_gin_flags()
+    flags.DEFINE_string("model_dir", None, "Checkpoints and TensorBoard logs (local or gs://).")
     run_tool(main)

@@ -1,7 +1,7 @@
 """A pretrained model directory: what makes a checkpoint loadable without the run that made it.
 
-MODEL_DIR/lm_config.json holds the language model's architecture and names the SentencePiece
-model its ids come from (a copy, `spm.model`, lives beside it, so the directory can be moved or
+MODEL_DIR/lm_config.json holds the language model's architecture, its direction (a backward LM
+reads every text reversed) and names the SentencePiece model its ids come from (a copy, `spm.model`, lives beside it, so the directory can be moved or
 copied to gs:// as a whole). The trainer writes both when a run starts; `trainer.convert_fastai`
 writes them for imported weights. Downstream models and the exporter load through here.
 """
@@ -32,6 +32,7 @@ class PretrainedConfig:
     model: dict          # AWDLSTMLanguageModel's get_config()
     spm_sha256: str
     special_ids: dict
+    backwards: bool = False  # trained on reversed streams: its downstream models reverse texts
 
     @property
     def spm_model_path(self) -> str:
@@ -43,23 +44,26 @@ class PretrainedConfig:
         return {k: self.model[k] for k in SHAPE_KEYS}
 
 
-def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids):
+def write_pretrained_config(model_dir, model_config, spm_model_path, special_ids,
+                            backwards=False):
     """Copies the SentencePiece model into `model_dir` and writes lm_config.json (last)."""
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(spm_model_path, "rb") as f:
         write_atomically(os.path.join(model_dir, SPM_NAME), f.read())
     config = {"model": model_config, "spm_model": SPM_NAME,
-              "spm_sha256": sha256_of(spm_model_path), "special_ids": special_ids}
+              "spm_sha256": sha256_of(spm_model_path), "special_ids": special_ids,
+              "backwards": backwards}
     write_atomically(os.path.join(model_dir, LM_CONFIG_NAME), json.dumps(config, indent=2))
 
 
 def encoder_source(pretrained, from_scratch):
-    """(pretrained_weights or None, sizes, SentencePiece model) of a downstream model's encoder:
-    `pretrained`'s weights, or with `from_scratch` its sizes and vocabulary, random weights."""
+    """(pretrained_weights or None, sizes, SentencePiece model, backwards) of a downstream
+    model's encoder: `pretrained`'s weights, or with `from_scratch` its sizes and vocabulary,
+    random weights; `backwards` is the pretrained model's direction."""
     config = load_pretrained_config(model_dir_and_checkpoint(pretrained)[0])
     if from_scratch:
-        return None, config.shape, config.spm_model_path
-    return pretrained, {}, config.spm_model_path
+        return None, config.shape, config.spm_model_path, config.backwards
+    return pretrained, {}, config.spm_model_path, config.backwards
 
 
 def model_dir_and_checkpoint(path):
@@ -93,7 +97,8 @@ def load_pretrained_config(model_dir) -> PretrainedConfig:
         # convert_fastai wrote no pad_id before it wrote the whole model config; the embedding
         # row of padding is SentencePiece's pad id.
         model = {"pad_id": fields["special_ids"]["pad"], **fields["model"]}
-        return PretrainedConfig(model_dir, model, fields["spm_sha256"], fields["special_ids"])
+        return PretrainedConfig(model_dir, model, fields["spm_sha256"], fields["special_ids"],
+                                bool(fields.get("backwards", False)))
     except (KeyError, TypeError) as e:
         raise PretrainedModelError(f"{path}: field {e} is missing; write the directory again "
                                    "(trainer.main or trainer.convert_fastai import).") from None

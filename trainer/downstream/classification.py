@@ -23,11 +23,12 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
 
     As fastai's text_classifier_learner(seq_len=bptt, max_len=max_len): every text is read
     whole, `bptt` tokens at a time, and classified from its last `max_len` outputs; batches
-    group texts of similar lengths (fastai's SortedDL).
+    group texts of similar lengths (fastai's SortedDL). On a backward LM (`pretrained` was
+    trained with train_lm.backwards), the classifier reads texts reversed.
     """
     files = files or configurables.demo_task_files("classify")
     keras.utils.set_random_seed(seed)
-    weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
+    weights, sizes, spm_model, backwards = encoder_source(pretrained, from_scratch)
     encoder = data.PieceEncoder(spm_model, max_len=None)
 
     def encoded(split):
@@ -46,15 +47,16 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     with configurables.make_strategy().scope():
         model, _ = configurables.classifier(
             num_classes=len(vocabulary), pretrained_weights=weights, spm_model_file=spm_model,
-            bptt=bptt, max_len=max_len, **{**sizes, **configurables.model_bindings()})
+            bptt=bptt, max_len=max_len, backwards=backwards,
+            **{**sizes, **configurables.model_bindings()})
         configurables.fit_recipe(
             model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),
             metrics=["accuracy"], model_dir=model_dir,
             tokens_per_epoch=sum(map(len, train_ids)))
-    metrics = {"labels": vocabulary, "from_scratch": from_scratch}
+    metrics = {"labels": vocabulary, "from_scratch": from_scratch, "backwards": backwards}
     for split in ("valid", "test"):
         metrics[f"{split}_accuracy"] = float(model.evaluate(dataset(split), verbose=0,
                                                             return_dict=True)["accuracy"])
-    return save_run(model_dir, model, describe("classifier", model, vocabulary, max_len),
+    return save_run(model_dir, model, describe("classifier", model, vocabulary, max_len, backwards),
                     spm_model, metrics)

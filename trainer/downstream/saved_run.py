@@ -27,16 +27,18 @@ class RunDescription:
     task: str            # "classifier" or "tagger"
     labels: list         # class or tag strings, in the model's output order
     encoder: dict        # AWDLSTMEncoder.config: sizes and dropouts
-    settings: dict       # classifier: bptt, max_len, lin_ftrs, ps, output_p; tagger: max_len
+    settings: dict       # classifier: bptt, max_len, lin_ftrs, ps, output_p, backwards;
+                         # tagger: max_len
 
 
-def describe(task, model, labels, max_len):
+def describe(task, model, labels, max_len, backwards=False):
     """The RunDescription of a model train_classifier or train_tagger built."""
     if task == "classifier":
         chunked = model.get_layer("encoder")
         head = model.get_layer("classifier_head").config
         settings = {"bptt": chunked.bptt, "max_len": max_len, "lin_ftrs": list(head["lin_ftrs"]),
-                    "ps": list(head["ps"]), "output_p": head["output_p"]}
+                    "ps": list(head["ps"]), "output_p": head["output_p"],
+                    "backwards": backwards}
         return RunDescription(task, list(labels), dict(chunked.encoder.config), settings)
     return RunDescription(task, list(labels), dict(model.get_layer("encoder").config),
                           {"max_len": max_len})
@@ -51,7 +53,7 @@ def build_model(description, spm_model_file=None, pretrained_weights=None):
             num_classes=len(description.labels), spm_model_file=spm_model_file,
             pretrained_weights=pretrained_weights, bptt=settings["bptt"],
             max_len=settings["max_len"], lin_ftrs=settings["lin_ftrs"], ps=settings["ps"],
-            output_p=settings["output_p"], **config)
+            output_p=settings["output_p"], backwards=settings.get("backwards", False), **config)
         return model
     _, encoder_num, outmask_num, _ = tf2_ulmfit_encoder(
         spm_model_file=spm_model_file, pretrained_weights=pretrained_weights, **config)
@@ -71,6 +73,19 @@ def save_run(model_dir, model, description, spm_model_file, metrics):
 
 def is_run(path):
     return tf.io.gfile.exists(os.path.join(path, RUN_FILE))
+
+
+def ensemble_members(paths):
+    """The run directories of "RUN" or "RUN,RUN,..." (an ensemble); [] if `paths` is one path
+    that is no run (e.g. a language model)."""
+    members = [p for p in paths.split(",") if p]
+    if len(members) == 1:
+        return members if is_run(members[0]) else []
+    for path in members:
+        if not is_run(path):
+            raise PretrainedModelError(f"{path}: not a classifier run directory (no {RUN_FILE}); "
+                                       "an ensemble joins runs of classifier.gin.")
+    return members
 
 
 def load_run(model_dir):

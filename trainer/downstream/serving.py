@@ -2,7 +2,8 @@
 writes for a run directory and what `trainer.predict` runs. Tokenization is tensorflow-text's
 SentencePiece op in the graph, so a SavedModel needs TensorFlow and tensorflow-text only.
 
-Classifier (long texts are read whole, as in training):
+Classifier (long texts are read whole, as in training; an ensemble of classifiers, e.g. a
+forward and a backward one, scores with the mean of its members' probabilities):
   serving_default(text: string [batch]) -> scores [batch, classes], labels string [batch]
   classify(inputs: serialized tf.Example [batch], feature "text") -> classes string
       [batch, classes], scores [batch, classes]: TF Serving's Classification API
@@ -19,6 +20,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_text as tf_text
 
+from data_pipeline.errors import UserError
 from data_pipeline.tokenizer import SPECIAL_IDS
 from trainer.downstream.saved_run import load_run
 from trainer.ulmfit_encoder import SentencePieceIds
@@ -27,29 +29,35 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 class _Serving(tf.Module):
+    """`runs`: [(Keras model, RunDescription, spm.model path)] of one run, or of an ensemble's
+    members (one label vocabulary), each with its own tokenizer."""
 
-    def __init__(self, model, description, spm_model_file):
+    def __init__(self, runs):
+        description = runs[0][1]
         super().__init__(name=description.task)
-        # The Keras model stays out of the tracked attributes (it would add a float-typed
-        # default signature of its own); its variables and the tokenizer are what is saved.
-        self.model_weights = list(model.weights)
-        self.spm_ids = SentencePieceIds(spm_model_file)
-        self.spm_model = tf.saved_model.Asset(spm_model_file)  # shipped beside the graph
+        # The Keras models stay out of the tracked attributes (each would add a float-typed
+        # default signature of its own); their variables and the tokenizers are what is saved.
+        self.model_weights = [w for model, _, _ in runs for w in model.weights]
+        self.spm_ids = [SentencePieceIds(spm_model_file) for _, _, spm_model_file in runs]
+        self.spm_models = [tf.saved_model.Asset(spm) for _, _, spm in runs]  # beside the graph
         self.label_names = tf.Variable(description.labels, trainable=False)  # saved with it
-        self._model = lambda ids: model(ids, training=False)
+        self._models = [lambda ids, model=model: model(ids, training=False)
+                        for model, _, _ in runs]
 
 
 class ClassifierServing(_Serving):
 
-    def __init__(self, model, description, spm_model_file):
-        super().__init__(model, description, spm_model_file)
+    def __init__(self, runs):
+        super().__init__(runs)
         text_spec = tf.TensorSpec([None], tf.string, name="text")
         self.serve = tf.function(self._serve, input_signature=[text_spec])
         self.classify = tf.function(self._classify, input_signature=[
             tf.TensorSpec([None], tf.string, name="inputs")])
 
     def scores(self, text):
-        return tf.nn.softmax(self._model(self.spm_ids(text)), axis=-1)
+        return tf.add_n([tf.nn.softmax(model(spm_ids(text)), axis=-1)
+                         for model, spm_ids in zip(self._models, self.spm_ids)]
+                        ) / len(self._models)
 
     def _serve(self, text):
         scores = self.scores(text)
@@ -67,10 +75,10 @@ class ClassifierServing(_Serving):
 
 class TaggerServing(_Serving):
 
-    def __init__(self, model, description, spm_model_file):
-        super().__init__(model, description, spm_model_file)
-        self.max_len = description.settings["max_len"]
-        self.word_tokenizer = tf_text.SentencepieceTokenizer(self.spm_ids.spm_model_proto,
+    def __init__(self, runs):
+        super().__init__(runs)
+        self.max_len = runs[0][1].settings["max_len"]
+        self.word_tokenizer = tf_text.SentencepieceTokenizer(self.spm_ids[0].spm_model_proto,
                                                              out_type=tf.int32)
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec([None], tf.string, name="text")])
@@ -92,7 +100,7 @@ class TaggerServing(_Serving):
         length = tf.cast(ids.row_lengths(), tf.int64)[:, None]
         starts = 1 + tf.cumsum(counts, axis=1, exclusive=True)
         found = tf.logical_and(counts > 0, starts < length)
-        piece_scores = self._model(ids.to_tensor(SPECIAL_IDS["pad"]))
+        piece_scores = self._models[0](ids.to_tensor(SPECIAL_IDS["pad"]))
         scores = tf.where(found[:, :, None], tf.gather(
             piece_scores, tf.minimum(starts, length - 1), batch_dims=1), 0.0)
         tags = tf.where(found, tf.argmax(scores, axis=-1), 0)  # 0: the outside tag
@@ -116,11 +124,23 @@ class TaggerServing(_Serving):
         return {"serving_default": self.serve, "tag_words": self.tag_words}
 
 
-def serving_module(run_dir):
-    """The serving module of a classifier or tagger run directory (saved_run.load_run)."""
-    model, description, spm_model_file = load_run(run_dir)
-    serving = ClassifierServing if description.task == "classifier" else TaggerServing
-    return serving(model, description, spm_model_file)
+def serving_module(run_dirs):
+    """The serving module of a classifier or tagger run directory (saved_run.load_run), or of
+    an ensemble of classifier run directories (a list)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    if len(runs) == 1:
+        serving = ClassifierServing if runs[0][1].task == "classifier" else TaggerServing
+        return serving(runs)
+    for run_dir, (_, description, _) in zip(run_dirs, runs):
+        if description.task != "classifier":
+            raise UserError(f"{run_dir}: a {description.task} run; an ensemble averages "
+                            "classifiers' probabilities: pass classifier runs only.")
+        if description.labels != runs[0][1].labels:
+            raise UserError(f"{run_dir}: labels {description.labels[:6]} differ from "
+                            f"{run_dirs[0]}'s {runs[0][1].labels[:6]}; an ensemble's members "
+                            "are trained on the same task (the same train file).")
+    return ClassifierServing(runs)
 
 
 def mark_classification_signature(saved_model_dir):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from data_pipeline import labeled_data as data
+from data_pipeline.errors import UserError
 from data_pipeline.sources import SPLITS
 from data_pipeline.tokenizer import SPECIAL_IDS
 from trainer import configurables
@@ -43,7 +44,10 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
     them to any model it trains (0 turns them off)."""
     files = files or configurables.demo_task_files("tag")
     keras.utils.set_random_seed(seed)
-    weights, sizes, spm_model = encoder_source(pretrained, from_scratch)
+    weights, sizes, spm_model, backwards = encoder_source(pretrained, from_scratch)
+    if backwards:
+        raise UserError(f"train_tagger.pretrained={pretrained} is a backward language model; "
+                        "the tagger reads words left to right: pass a forward one.")
     encoder = data.PieceEncoder(spm_model, max_len)
     sentences = {split: data.read_tagging(path) for split, path in files.items()}
     vocabulary = data.label_vocabulary([t for _, tags in sentences["train"] for t in tags],
