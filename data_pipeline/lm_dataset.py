@@ -97,13 +97,15 @@ def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=N
         manifest = load_manifest(manifest)
     plan = plan_epoch(
         manifest, split, batch_size, bptt, seed=seed, epoch=epoch, shuffle=shuffle,
-        backwards=backwards, num_pipelines=input_context.num_input_pipelines if input_context else 1,
+        backwards=backwards,
+        num_pipelines=input_context.num_input_pipelines if input_context else 1,
         pipeline=input_context.input_pipeline_id if input_context else 0)
     needed = plan.rows * plan.row_length + 1
     files = tf.data.Dataset.from_tensor_slices(
         (plan.files, tf.constant(plan.records, tf.int64), tf.constant(plan.shuffle_seeds, tf.int64)))
     tokens = files.interleave(
-        lambda path, records, shard_seed: _shard_tokens(path, records, shard_seed, shuffle, backwards),
+        lambda path, records, shard_seed: _shard_tokens(path, records, shard_seed, shuffle,
+                                                        backwards),
         cycle_length=min(len(plan.files), 4), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
 

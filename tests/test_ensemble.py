@@ -1,10 +1,6 @@
 """An ensemble of classifiers (ULMFiT's forward + backward): the mean of their probabilities, in
 predict and in the exported SavedModel."""
 import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,10 +10,10 @@ from data_pipeline.errors import UserError
 from trainer.downstream.saved_run import describe, load_run, save_run
 from trainer.downstream.serving import serving_module
 from trainer.export import export
+from trainer.predict import predict
 from trainer.pretrained import load_pretrained_config
 from trainer.ulmfit_classifier import ulmfit_classifier
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["the model reads tokens", "hidden state carries", "the " * 30 + "end"]
 
 
@@ -65,7 +61,6 @@ def test_the_ensemble_scores_with_the_mean_of_its_members_probabilities(members,
         "scores"], expected, atol=1e-6)
 
 
-@pytest.mark.heavy
 def test_predict_runs_an_ensemble_and_scores_labelled_input(members, tmp_path):
     labels = ["a", "b", "c"]
     inputs = tmp_path / "labelled.jsonl"
@@ -73,19 +68,18 @@ def test_predict_runs_an_ensemble_and_scores_labelled_input(members, tmp_path):
                               for k, t in enumerate(TEXTS)))
     saved_model = str(tmp_path / "savedmodel")
     export(",".join(members), saved_model)
-    lines, printed = [], []
+    lines, scores = [], []
     for model_dir in (",".join(members), saved_model):
         output = tmp_path / "out.jsonl"
-        done = subprocess.run([sys.executable, "-m", "trainer.predict", f"--model_dir={model_dir}",
-                               f"--input={inputs}", f"--output={output}"],
-                              check=True, capture_output=True, text=True, cwd=ROOT)
+        count, score = predict(model_dir, str(inputs), str(output), batch_size=2)
         lines.append([json.loads(line) for line in output.read_text().splitlines()])
-        printed.append(done.stdout.splitlines()[-1])
+        scores.append(score)
+        assert count == len(TEXTS)
     assert lines[0] == lines[1]
     expected = np.argmax(sum(map(_probabilities, members)), 1)
     assert [row["label"] for row in lines[0]] == [labels[i] for i in expected]
     accuracy = np.mean([labels[i] == labels[k % 3] for k, i in enumerate(expected)])
-    assert printed[0] == printed[1] == f"accuracy {accuracy:.4f} against the input's answers"
+    assert scores == [{"accuracy": pytest.approx(accuracy)}] * 2
 
 
 def test_members_must_share_their_labels(members, pretrained_lm, tmp_path):

@@ -16,6 +16,7 @@ from trainer.downstream.classification import train_classifier
 from trainer.downstream.saved_run import load_run
 from trainer.downstream.tagging import predicted_tags, train_tagger
 from trainer.export import export
+from trainer.predict import predict
 from trainer.pretrained import model_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,11 +163,15 @@ def test_predict_gives_the_same_lines_from_a_run_and_from_its_savedmodel(runs, t
         export(run, saved_model)
         for source in inputs:
             lines = []
-            for model_dir in (run, saved_model):
+            for model_dir in (run, saved_model):  # the tool on the SavedModel, in a process
                 output = tmp_path / "out.jsonl"
-                subprocess.run([sys.executable, "-m", "trainer.predict", f"--model_dir={model_dir}",
-                                f"--input={source}", f"--output={output}", "--batch_size=3"],
-                               check=True, capture_output=True, cwd=ROOT)
+                if model_dir == run:
+                    predict(run, str(source), str(output), batch_size=3)
+                else:
+                    subprocess.run([sys.executable, "-m", "trainer.predict",
+                                    f"--model_dir={model_dir}", f"--input={source}",
+                                    f"--output={output}", "--batch_size=3"],
+                                   check=True, capture_output=True, cwd=ROOT)
                 lines.append([json.loads(line) for line in output.read_text().splitlines()])
             assert lines[0] == lines[1] and len(lines[0]) == len(TEXTS)
             if run == runs[0]:  # the labels are the Keras model's

@@ -1,8 +1,8 @@
 """A pretrained model directory: what makes a checkpoint loadable without the run that made it.
 
 MODEL_DIR/lm_config.json holds the language model's architecture, its direction (a backward LM
-reads every text reversed) and names the SentencePiece model its ids come from (a copy, `spm.model`, lives beside it, so the directory can be moved or
-copied to gs:// as a whole). The trainer writes both when a run starts; `trainer.convert_fastai`
+reads every text reversed) and names the SentencePiece model its ids come from (a copy,
+`spm.model`, lives beside it, so the directory can be moved or copied to gs:// as a whole). The trainer writes both when a run starts; `trainer.convert_fastai`
 writes them for imported weights. Downstream models and the exporter load through here.
 """
 import dataclasses
