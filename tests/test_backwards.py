@@ -10,6 +10,7 @@ import tensorflow as tf
 from conftest import train_tiny_lm, write_corpus
 from data_pipeline.errors import UserError
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+from trainer.downstream.tagging import train_tagger
 from trainer.generate import generate
 from trainer.models.reverse_tokens import reverse_tokens
 from trainer.pretrained import load_language_model, load_pretrained_config, weights_by_path
@@ -42,6 +43,14 @@ def test_a_backward_lm_records_its_direction_and_is_fine_tuned_as_one(tmp_path):
                       bindings=[f"train_lm.init_from='{backward}'"])
     with pytest.raises(UserError, match="resume it with train_lm.backwards=True"):
         train_tiny_lm(data, backward, corpus, steps=1)  # the other direction, same directory
+
+
+def test_the_tagger_refuses_a_backward_encoder(pretrained_lm, tmp_path):
+    backward = backward_copy(pretrained_lm[0], tmp_path / "backward")
+    with pytest.raises(UserError, match="is a backward language model; the tagger reads words "
+                                        "left to right: pass a forward one"):
+        train_tagger(str(tmp_path / "tagger"), pretrained=backward)
+    assert not (tmp_path / "tagger").exists()
 
 
 def test_reverse_tokens_keeps_padding_after_the_text():

@@ -26,7 +26,7 @@ def _sweep_linear_regression(num_it=100):
     sweep = LRSweep(1e-5, 10.0, num_it)
     model.compile(keras.optimizers.SGD(sweep.schedule()[0]), "mse")
     with pytest.raises(SweepFinished):
-        model.fit(x, y, batch_size=64, epochs=sweep.epochs(64), shuffle=False, verbose=0,
+        model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0,  # 128 steps
                   callbacks=[sweep.keras_callback()])
     return sweep
 
@@ -40,6 +40,22 @@ def test_the_suggestions_lie_where_the_loss_falls_fastest_on_a_known_problem():
         assert 1e-2 <= lr <= 1, (name, lr)
         index = sweep.lrs.index(lr)
         assert loss == sweep.losses[index] > sweep.losses[index + 1], name  # falling there
+
+
+def test_the_sweep_smooths_each_batchs_own_loss_as_fastai_does():
+    sweep = LRSweep(num_it=10)
+    callback = sweep.keras_callback()
+    # Keras logs the epoch's running mean: batch losses 4, 2, then 5 in a new epoch.
+    for epoch, batch, running_mean in ((0, 0, 4.0), (0, 1, 3.0), (1, 0, 5.0)):
+        if batch == 0:
+            callback.on_epoch_begin(epoch)
+        callback.on_train_batch_end(batch, {"loss": running_mean})
+    average, expected = 0.0, []
+    for step, loss in enumerate([4.0, 2.0, 5.0]):  # fastai's AvgSmoothLoss, debiased
+        average = 0.98 * average + 0.02 * loss
+        expected.append(average / (1 - 0.98 ** (step + 1)))
+    np.testing.assert_allclose(sweep.losses, expected, rtol=1e-6)
+    np.testing.assert_allclose(sweep.lrs, 1e-7 * 1e8 ** (np.arange(3) / 10), rtol=1e-5)
 
 
 def test_valley_and_steep_pick_fastais_points():

@@ -27,11 +27,10 @@ one_cycle = gin.external_configurable(schedules.one_cycle, "one_cycle")
 stlr = gin.external_configurable(schedules.stlr, "stlr")
 fit_recipe = gin.external_configurable(fine_tuning.fit_recipe, "fit_recipe")
 demo_task_files = gin.external_configurable(demo_tasks.demo_task_files, "demo_task_files")
-# The head's sizes and extra dropouts (lin_ftrs, ps) and AR/TAR; the encoder's sizes and dropouts and
-# drop_mult come from AWDLSTMLanguageModel.* (see model_bindings), as for the language model.
+# The head's sizes and extra dropouts (lin_ftrs, ps) and AR/TAR; the encoder's sizes, dropouts
+# and drop_mult come from AWDLSTMLanguageModel.* (see model_bindings), as for the LM.
 classifier = gin.external_configurable(ulmfit_classifier, "ulmfit_classifier",
-                                       allowlist=["lin_ftrs", "ps", "ar_alpha",
-                                                  "tar_beta"])
+                                       allowlist=["lin_ftrs", "ps", "ar_alpha", "tar_beta"])
 
 
 def model_bindings():

@@ -21,7 +21,6 @@ from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.pretrained import load_language_model
 
 
-
 def _next_piece_sampler(lm, temperature, top_k, never_ids):
     never = np.zeros(lm.get_config()["vocab_size"], np.float32)
     never[never_ids] = -np.inf

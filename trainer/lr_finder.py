@@ -8,6 +8,7 @@ A sweep plugs into the trainers as they are: `schedule` replaces their learning-
 fine-tuning recipe's model.fit. When the sweep is over it raises `SweepFinished`, which ends
 the job where it stands: nothing after the sweep runs (no evaluation, no saved model).
 """
+import itertools
 import math
 
 import keras
@@ -58,9 +59,6 @@ class LRSweep:
         del total_steps, max_lr
         return self.lr, self.beta_1
 
-    def epochs(self, steps_per_epoch):
-        return self.num_it // steps_per_epoch + 1
-
     def record(self, loss):
         """Notes the loss of the step just taken; raises SweepFinished when the sweep is over."""
         if self._bar is None:
@@ -85,9 +83,9 @@ class LRSweep:
         non-finite loss on."""
         lrs = np.array(self.lrs[self.num_it // 10:-5])
         losses = np.array(self.losses[self.num_it // 10:-5])
-        finite = np.flatnonzero(~np.isfinite(losses))
-        if len(finite):
-            lrs, losses = lrs[:finite[0]], losses[:finite[0]]
+        not_finite = np.flatnonzero(~np.isfinite(losses))
+        if len(not_finite):
+            lrs, losses = lrs[:not_finite[0]], losses[:not_finite[0]]
         if len(losses) < 2:
             raise UserError(f"{len(self.losses)} steps recorded: too few to suggest a rate "
                             "(the loss diverged early); lower --start_lr or raise --num_it.")
@@ -132,11 +130,13 @@ class KerasCallback(keras.callbacks.Callback):
         super().__init__()
         self.sweep = sweep
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.total = 0.0  # the epoch's summed batch losses so far
+
     def on_train_batch_end(self, batch, logs=None):
         # Keras' "loss" log is the mean since the epoch began; the sweep needs this batch's.
         total = logs["loss"] * (batch + 1)
-        loss = total - getattr(self, "_total", 0.0) if batch else logs["loss"]
-        self._total = total
+        loss, self.total = total - self.total, total
         self.sweep.record(float(loss))
 
 
@@ -152,8 +152,8 @@ class Controller:
         return False
 
     def train(self):
-        for epoch in range(self.sweep.epochs(self.steps_per_epoch)):
+        """Runs epochs until the sweep raises SweepFinished."""
+        for epoch in itertools.count():
             self.trainer.start_epoch(epoch, 0)
             for _ in range(self.steps_per_epoch):
                 self.sweep.record(self.trainer.train(1)["loss"])
-        raise SweepFinished()

@@ -2,8 +2,9 @@
 
 MODEL_DIR/lm_config.json holds the language model's architecture, its direction (a backward LM
 reads every text reversed) and names the SentencePiece model its ids come from (a copy,
-`spm.model`, lives beside it, so the directory can be moved or copied to gs:// as a whole). The trainer writes both when a run starts; `trainer.convert_fastai`
-writes them for imported weights. Downstream models and the exporter load through here.
+`spm.model`, lives beside it, so the directory can be moved or copied to gs:// as a whole).
+The trainer writes both when a run starts; `trainer.convert_fastai` writes them for imported
+weights. Downstream models and the exporter load through here.
 """
 import dataclasses
 import json

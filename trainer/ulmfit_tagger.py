@@ -3,7 +3,6 @@ import keras
 
 from trainer.models.activation_regularization import ActivationRegularization
 from trainer.models.pooling_classifier import TORCH_LINEAR_INIT
-
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 
 
