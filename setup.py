@@ -8,6 +8,8 @@ SETUPTOOLS = "setuptools<81"
 HUB = ["tensorflow-hub>=0.16.1,<0.17", "tf-keras>=2.21,<2.22", SETUPTOOLS]
 TORCH = ["torch>=2.4,<3", SETUPTOOLS]
 PLOT = ["matplotlib>=3.8,<4"]
+# data_pipeline.build --runner=...; Beam 2.77 takes protobuf 6, which TF 2.21 accepts (>=6.31).
+BEAM = ["apache-beam[tfrecord]>=2.77,<3"]
 
 setup(
     name="tf2-ulmfit",
@@ -31,9 +33,11 @@ setup(
         "numpy>=1.26,<2.5",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", *HUB, *PLOT],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", *HUB, *PLOT, *BEAM],
         # trainer.lr_find's plot.
         "plot": PLOT,
+        # Corpus preparation on Apache Beam (DirectRunner, Dataflow, ...).
+        "beam": BEAM,
         # Loading an export with tensorflow_hub.KerasLayer.
         "hub": HUB,
         # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.

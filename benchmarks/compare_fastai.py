@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags
 
+from machine import cpu_description  # same directory
 from model_flops import flops_per_token, matmul_peak  # same directory
 
 flags.DEFINE_integer("rounds", 4, "Timed rounds per framework, alternating.")
@@ -147,7 +148,8 @@ def main(argv):
     per_token = flops_per_token(FLAGS.vocab_size, EMB, HIDDEN)
     tokens = FLAGS.rounds * FLAGS.steps * FLAGS.batch_size * FLAGS.bptt
     rate = {kind: tokens / sum(s) for kind, s in round_seconds.items()}
-    print(f"\nAWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
+    print(f"\nCPU {cpu_description()}")
+    print(f"AWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
           f"bptt {FLAGS.bptt}, {FLAGS.threads} threads; {per_token / 1e6:.1f} MFLOP/token; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s; {FLAGS.rounds} x {FLAGS.steps} steps each")
     # Step memory: the peak RSS beyond what the process held before its first step (model,

@@ -29,6 +29,8 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
+from machine import cpu_description  # same directory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -164,7 +166,7 @@ def _spread(values):
 
 def report(results, prepared):
     """results[system][stage] = [(metrics, wall, rss) per seed]."""
-    print(f"\n{FLAGS.seeds} seeds; CPU {_cpu_model()}, {os.cpu_count()} cores; mean ± standard "
+    print(f"\n{FLAGS.seeds} seeds; CPU {cpu_description()}; mean ± standard "
           "error (each seed)")
     print(f"{'stage':<9} {'system':<7} {'metric':<17} {'mean ± SE':>16}  {'per seed':<24} "
           f"{'wall s':>7} {'tokens/s':>9} {'peak RSS MB':>12}")
@@ -191,12 +193,6 @@ def report(results, prepared):
 
 def _total_wall(runs, stage):
     return sum(w for s in ("lm", stage) for _, w, _ in runs[s])
-
-
-def _cpu_model():
-    with open("/proc/cpuinfo") as f:
-        names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-    return names[0] if names else "unknown"
 
 
 def main(argv):

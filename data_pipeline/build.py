@@ -23,6 +23,7 @@ from absl import app, flags, logging
 import tensorflow as tf
 from tqdm import tqdm
 
+from data_pipeline import beam_build
 from data_pipeline.atomic_files import remove_temporaries, sha256_of, write_atomically
 from data_pipeline.errors import SettingError, run_tool
 from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest,
@@ -44,7 +45,9 @@ class BuildSettings:
     character_coverage: float = 1.0
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
-    shard_mb: float = 64.0            # UTF-8 text per shard; sets the shard count of each split
+    # UTF-8 text per shard; sets the shard count of each split. Small, because each row of
+    # lm_dataset holds one shard at a time: 4 MB (~1 M tokens) x 64 rows is ~0.25 GB.
+    shard_mb: float = 4.0
     text_document: str = "paragraph"  # text files: paragraph (blank-line separated), line, file
     encoding_errors: str = "strict"   # or "replace": undecodable bytes become U+FFFD
     tfds_data_dir: str | None = None
@@ -88,14 +91,22 @@ def _split_documents(settings: BuildSettings):
         yield split_of(group, settings.valid_fraction, settings.test_fraction), text
 
 
-def _require_same_settings(recorded: dict, settings: BuildSettings, path: str) -> None:
+def _require_same_settings(recorded: dict, settings: BuildSettings, path: str,
+                           layout_too: bool = True) -> None:
+    """`layout_too=False`: a complete directory with other shard sizes holds the same documents,
+    so it serves (directories built before the default shard size went from 64 to 4 MB)."""
     asked = dataclasses.asdict(settings)
     differing = [f"{k}: built with {recorded.get(k)!r}, asked for {v!r}"
-                 for k, v in asked.items() if recorded.get(k) != v]
+                 for k, v in asked.items()
+                 if recorded.get(k) != v and (layout_too or k != "shard_mb")]
     if differing:
         raise SettingError("{path} was built with other settings ({differing}). Use another "
                            "{output_dir}, or delete this one to rebuild it.", path=path,
                            differing="; ".join(differing))
+
+
+def _where(runner):
+    return f"on Apache Beam (--runner={runner})" if runner else "on one host (no --runner)"
 
 
 def _survey(settings: BuildSettings, spm_path: str) -> dict:
@@ -140,11 +151,15 @@ def _survey(settings: BuildSettings, spm_path: str) -> dict:
     return counts
 
 
-def build(output_dir: str, settings: BuildSettings) -> Manifest:
+def build(output_dir: str, settings: BuildSettings, runner: str | None = None,
+          pipeline_args=()) -> Manifest:
+    """Builds `output_dir`; pass 2 runs on Apache Beam's `runner` (with `pipeline_args`, Beam's
+    pipeline options) when given, else on this host."""
     manifest_path = os.path.join(output_dir, MANIFEST_NAME)
     if tf.io.gfile.exists(manifest_path):
         manifest = load_manifest(output_dir)
-        _require_same_settings(manifest.build_settings, settings, manifest_path)
+        _require_same_settings(manifest.build_settings, settings, manifest_path,
+                               layout_too=False)
         logging.info("%s is complete; nothing to do.", manifest_path)
         return manifest
     tf.io.gfile.makedirs(output_dir)
@@ -153,37 +168,52 @@ def build(output_dir: str, settings: BuildSettings) -> Manifest:
         logging.info("Removed %d partial files of an interrupted build.", len(removed))
     settings_path = os.path.join(output_dir, SETTINGS_NAME)
     spm_path = os.path.join(output_dir, SPM_NAME)
+    recorded = {**dataclasses.asdict(settings), **({"runner": runner} if runner else {})}
     if any(n.endswith(".tfrecord") for n in tf.io.gfile.listdir(output_dir)):
         # Shards exist: a build to resume, which must go on as it began.
         with tf.io.gfile.GFile(settings_path) as f:
-            _require_same_settings(json.load(f), settings, settings_path)
+            begun = json.load(f)
+        _require_same_settings(begun, settings, settings_path)
+        if begun.get("runner") != runner:  # the two lay documents out in shards differently
+            raise SettingError("{path} was begun {how}. Rerun it so, or delete the directory "
+                               "to build it {now}.", path=output_dir,
+                               how=_where(begun.get("runner")), now=_where(runner))
     else:
         # Nothing encoded yet: an attempt that failed (no input, too little text) or was
         # killed early. Start over, keeping its SentencePiece model only for the same settings.
         if tf.io.gfile.exists(settings_path) and tf.io.gfile.exists(spm_path):
             with tf.io.gfile.GFile(settings_path) as f:
-                if json.load(f) != dataclasses.asdict(settings):
+                if json.load(f) != recorded:
                     tf.io.gfile.remove(spm_path)
-        write_atomically(settings_path, json.dumps(dataclasses.asdict(settings), indent=2))
+        write_atomically(settings_path, json.dumps(recorded, indent=2))
 
     counts = _survey(settings, spm_path)
     processor = load_sentencepiece(spm_path)
-    progress = Progress(sum(c[0] for c in counts.values()))
-    writers = {
-        split: SplitWriter(output_dir, split, documents,
-                            max(1, math.ceil(size / (settings.shard_mb * 1e6))), processor,
-                            progress)
-        for split, (documents, size) in counts.items()}
-    for split, text in _split_documents(settings):
-        writers[split].add(text)
-    progress.close()
-    splits = {split: writer.finish(settings.input) for split, writer in writers.items()}
+    num_shards = {split: max(1, math.ceil(size / (settings.shard_mb * 1e6)))
+                  for split, (_, size) in counts.items()}
+    if runner:
+        splits = beam_build.write_shards(output_dir, settings, num_shards, spm_path,
+                                         _split_documents, [f"--runner={runner}", *pipeline_args])
+    else:
+        progress = Progress(sum(c[0] for c in counts.values()))
+        writers = {split: SplitWriter(output_dir, split, counts[split][0], num_shards[split],
+                                      processor, progress) for split in counts}
+        for split, text in _split_documents(settings):
+            writers[split].add(text)
+        progress.close()
+        splits = {split: writer.finish() for split, writer in writers.items()}
+    for split, info in splits.items():
+        if info.documents != counts[split][0]:
+            raise SettingError("{input}={value} changed during the build ({split}: {now} "
+                               "documents now, {before} before). Rerun on a stable input.",
+                               value=settings.input, split=split, now=info.documents,
+                               before=counts[split][0])
     manifest = Manifest(
         directory=output_dir, source=settings.input, spm_model=SPM_NAME,
         spm_sha256=sha256_of(spm_path), vocab_size=processor.get_piece_size(),
         special_ids=dict(SPECIAL_IDS),
         splits=splits,
-        build_settings=dataclasses.asdict(settings))
+        build_settings=recorded)
     manifest.save()
     return manifest
 
@@ -194,11 +224,19 @@ def repair(output_dir: str) -> Manifest:
     is written again from the shards (complete by their atomic renames) and build_settings.json."""
     try:
         manifest = load_manifest(output_dir)
+        recorded = manifest.build_settings
     except UnreadableManifest:
+        manifest = None
         with tf.io.gfile.GFile(os.path.join(output_dir, SETTINGS_NAME)) as f:
-            settings = BuildSettings(**json.load(f))
+            recorded = json.load(f)
+    if "runner" in recorded:
+        raise SettingError("{path} was built on Apache Beam, which places documents in shards "
+                           "in its own order: a shard cannot be re-encoded alone. Delete the "
+                           "directory and build it again with the same command.",
+                           path=output_dir)
+    if manifest is None:
         tf.io.gfile.remove(os.path.join(output_dir, MANIFEST_NAME))
-        return build(output_dir, settings)
+        return build(output_dir, BuildSettings(**recorded))
     broken = failing_shards(manifest)
     if not broken:
         logging.info("%s: every shard matches; nothing to repair.", manifest.path)
@@ -229,12 +267,16 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
-    """The command line; defined only when run as a program, so importing build is side-effect free."""
+    """The command line; defined only when run as a program (importing build defines no flags)."""
     flags.DEFINE_string("output_dir", None, "Data directory to write (local or gs://).")
     flags.DEFINE_bool("verify", False, "Check every shard of --output_dir against its manifest "
                       "(size and sha256) instead of building.")
     flags.DEFINE_bool("repair", False, "Re-encode the shards of a complete --output_dir that are "
                       "missing or corrupt, with the settings it was built with.")
+    flags.DEFINE_string("runner", None, "Encode and write on Apache Beam with this runner "
+                        "(DirectRunner, DataflowRunner, ...; the [beam] extra); Beam's pipeline "
+                        "options (--project, --region, --temp_location, ...) pass through. "
+                        "Unset: on this host.")
     for field in dataclasses.fields(BuildSettings):
         define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(field.type,
                                                                            flags.DEFINE_string)
@@ -244,7 +286,6 @@ def _define_flags():
 
 
 def main(argv):
-    del argv
     if not FLAGS.output_dir:
         raise app.UsageError("--output_dir is required.")
     if FLAGS.verify:
@@ -257,11 +298,14 @@ def main(argv):
         return
     if not FLAGS.input:
         raise app.UsageError("--input is required.")
+    if argv[1:] and not FLAGS.runner:
+        raise app.UsageError(f"unknown flag(s) {' '.join(argv[1:])}; Apache Beam pipeline "
+                             "options go with --runner")
     settings = BuildSettings(**{f.name: FLAGS[f.name].value
                                 for f in dataclasses.fields(BuildSettings)})
-    print(summary(build(FLAGS.output_dir, settings)))
+    print(summary(build(FLAGS.output_dir, settings, FLAGS.runner, argv[1:])))
 
 
 if __name__ == "__main__":
     _define_flags()
-    run_tool(main)
+    run_tool(main, pass_unknown_flags=True)

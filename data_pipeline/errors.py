@@ -44,15 +44,19 @@ def _fail(message, status):
     sys.exit(status)
 
 
-def _parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(f"{e} (run with --helpshort for the flags)", 2)
+def _flags_parser(known_only):
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv, known_only=known_only)
+        except flags.Error as e:
+            _fail(f"{e} (run with --helpshort for the flags)", 2)
+    return parse
 
 
-def run_tool(main):
-    """`absl.app.run(main)`, with user mistakes reported as one line each."""
+def run_tool(main, pass_unknown_flags=False):
+    """`absl.app.run(main)`, with user mistakes reported as one line each. With
+    `pass_unknown_flags`, flags this program does not define reach `main` in its argv (another
+    library's options, e.g. Apache Beam's)."""
 
     def guarded(argv):
         try:
@@ -65,4 +69,4 @@ def run_tool(main):
             # A path the user gave that TensorFlow's file system cannot open; its message names it.
             _fail(f"{e.message}. Check the path and its permissions.", 1)
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, flags_parser=_flags_parser(pass_unknown_flags))

@@ -77,10 +77,7 @@ def _text_file_documents(path: str, unit: str, encoding_errors: str) -> Iterator
         yield "\n".join(paragraph).strip()
 
 
-def _text_files(spec: str, unit: str, encoding_errors: str) -> Iterator[tuple[str, str]]:
-    if unit not in TEXT_DOCUMENT_UNITS:
-        raise SettingError("{text_document}={unit!r} is not one of {units}.", unit=unit,
-                           units=TEXT_DOCUMENT_UNITS)
+def _matching_files(spec: str) -> list[str]:
     paths = []
     for pattern in spec.split(","):
         matches = sorted(tf.io.gfile.glob(pattern))
@@ -89,7 +86,14 @@ def _text_files(spec: str, unit: str, encoding_errors: str) -> Iterator[tuple[st
                                "builtin:pydocs or tfds:NAME for the other sources.",
                                pattern=pattern)
         paths.extend(matches)
-    for path in paths:
+    return paths
+
+
+def _text_files(spec: str, unit: str, encoding_errors: str) -> Iterator[tuple[str, str]]:
+    if unit not in TEXT_DOCUMENT_UNITS:
+        raise SettingError("{text_document}={unit!r} is not one of {units}.", unit=unit,
+                           units=TEXT_DOCUMENT_UNITS)
+    for path in _matching_files(spec):
         for text in _text_file_documents(path, unit, encoding_errors):
             # Grouping by content sends duplicate documents to one split.
             yield text, text
@@ -132,3 +136,9 @@ def read_documents(spec: str, *, text_document: str = "paragraph", encoding_erro
     if spec.startswith("tfds:"):
         return _tfds(spec[len("tfds:"):], tfds_data_dir, tfds_text_key)
     return _text_files(spec, text_document, encoding_errors)
+
+
+def source_parts(spec: str) -> list[str]:
+    """`spec` cut into sources that read independently and together yield its documents: one
+    per text file (what a distributed build hands its workers); builtin: and tfds: stay whole."""
+    return [spec] if spec.startswith(("builtin:", "tfds:")) else _matching_files(spec)

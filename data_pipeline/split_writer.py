@@ -8,7 +8,6 @@ import os
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipeline.errors import SettingError
 from data_pipeline.manifest import SplitInfo
 from data_pipeline.shards import ShardWriter, read_shard_info, shard_name
 from data_pipeline.tokenizer import encode_documents
@@ -77,10 +76,5 @@ class SplitWriter:
             self._writer = None
         self.shards.append(info)
 
-    def finish(self, source: str) -> SplitInfo:
-        if self._seen != self.documents:
-            raise SettingError("{input}={value} changed during the build ({split}: {now} "
-                               "documents now, {before} before). Rerun on a stable input.",
-                               value=source, split=self.split, now=self._seen,
-                               before=self.documents)
-        return SplitInfo(self.documents, sum(s.tokens for s in self.shards), tuple(self.shards))
+    def finish(self) -> SplitInfo:
+        return SplitInfo(self._seen, sum(s.tokens for s in self.shards), tuple(self.shards))

@@ -11,8 +11,8 @@ from data_pipeline.shards import parse_ids
 def _counts(manifest: Manifest, split: str) -> np.ndarray:
     counts = np.zeros(manifest.vocab_size, np.int64)
     files = [manifest.shard_path(s) for s in manifest.split(split).shards]
-    for ids in tf.data.TFRecordDataset(files).map(parse_ids).ragged_batch(4096).map(
-            lambda batch: batch.flat_values):
+    for ids in tf.data.TFRecordDataset(files).batch(4096).map(
+            lambda records: parse_ids(records).flat_values):
         counts += np.bincount(ids.numpy(), minlength=manifest.vocab_size)
     return counts
 

@@ -59,6 +59,20 @@ def test_rerun_is_a_noop_and_refuses_other_settings(built, tmp_path):
     assert after == before
     with pytest.raises(CorpusError, match="vocab_size: built with 120, asked for 100"):
         build(manifest.directory, BuildSettings(**{**settings.__dict__, "vocab_size": 100}))
+    # Another shard size lays out the same documents: the complete directory serves as it is.
+    assert build(manifest.directory, BuildSettings(**{**settings.__dict__, "shard_mb": 4})
+                 ) == manifest
+
+
+def test_a_build_goes_on_where_it_began_on_one_host_or_on_beam(built):
+    """Beam and this host place documents in shards differently: a build begun one way is not
+    finished the other (the error names both fixes; the first is followed here)."""
+    manifest, settings = built
+    os.remove(manifest.path)  # the shards stay: an interrupted build, begun on this host
+    with pytest.raises(CorpusError, match=r"was begun on one host \(no --runner\)\. Rerun it "
+                       r"so, or delete the directory to build it on Apache Beam"):
+        build(manifest.directory, settings, runner="DirectRunner")
+    assert build(manifest.directory, settings) == manifest
 
 
 def test_killed_build_leaves_nothing_claimed_and_rerun_completes(tmp_path):

@@ -49,6 +49,35 @@ def test_mirrored_steps_equal_one_device_on_the_global_batch(replicas):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+def _reference_cross_entropy(model, ids, carry=True):
+    """Per-token cross entropy of `ids` [batches, ROWS, T+1], one plain model call per batch on
+    all rows, states carried from zero (what every replica's share must add up to)."""
+    states, total = model.encoder.initial_states(ROWS), []
+    for batch in ids:
+        logits, new_states, _, _ = model(batch[:, :-1], states if carry else
+                                         model.encoder.initial_states(ROWS), training=False)
+        states = new_states
+        total.append(tf.keras.losses.sparse_categorical_crossentropy(
+            batch[:, 1:], logits, from_logits=True).numpy())
+    return float(np.mean(total))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_evaluation_loops_in_graph_and_equals_a_plain_loop(replicas):
+    ids = tf.random.stateless_uniform([7, ROWS, T + 1], [5, 4], 0, V, tf.int32)
+    task = _task(_mirrored(replicas))
+    # Larger weights than at initialisation, so the carried states change the loss clearly.
+    task.model.set_weights([w * 5 for w in task.model.get_weights()])
+    data = tf.data.Dataset.from_tensor_slices((ids[:, :, :-1], ids[:, :, 1:]))
+    distributed = task.strategy.experimental_distribute_dataset(data)
+    expected = _reference_cross_entropy(task.model, ids)
+    assert abs(expected - _reference_cross_entropy(task.model, ids, carry=False)) > 1e-2
+    # 7 batches in calls of 3, 3 and 1; a second evaluation starts again from zero states.
+    assert task.evaluate(distributed, 7, steps_per_loop=3) == pytest.approx(expected, rel=1e-5)
+    assert task.evaluate(distributed, 7, steps_per_loop=3) == pytest.approx(expected, rel=1e-5)
+    assert task.eval_loop.experimental_get_tracing_count() == 1
+
+
 @pytest.mark.parametrize("weight_p, differ", [(0.5, True), (0.0, False)])
 def test_each_replica_draws_its_own_weight_drop_mask(weight_p, differ):
     task = _task(_mirrored(2), lr=0.0, **{**NO_DROPOUT, "weight_p": weight_p})

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data_pipeline.build import build
 from data_pipeline.errors import CorpusError, SettingError, UserError
-from data_pipeline.lm_dataset import lm_dataset, plan_epoch, worker_lm_dataset
+from data_pipeline.lm_dataset import plan_epoch, worker_lm_dataset
 from data_pipeline.manifest import MANIFEST_NAME, load_manifest, verify_shards
 from data_pipeline.unigram import unigram_perplexity
 from trainer import configurables
@@ -48,16 +48,20 @@ def _direction(backwards):
     return "backward" if backwards else "forward"
 
 
-def check_splits_fit(manifest, bptt, replicas, batch_size, eval_batch_size):
-    """Fails before the first step, not after an epoch, if a split is too small for a batch."""
+def epoch_steps(manifest, bptt, replicas, batch_size, eval_batch_size):
+    """Batches in an epoch of train and of valid. Fails before the first step, not after an
+    epoch, if a split is too small for a batch."""
+    steps = []
     for split, rows, setting in (("train", batch_size, "batch_size"),
                                  ("valid", eval_batch_size, "eval_batch_size")):
         try:
-            plan_epoch(manifest, split, rows // replicas, bptt, num_pipelines=replicas)
+            steps.append(plan_epoch(manifest, split, rows // replicas, bptt,
+                                    num_pipelines=replicas).batches)
         except SettingError as e:
             raise CorpusError(e.spelled(lambda field: f"train_lm.{setting}"
                                         if field == "batch_size" else f"train_lm.{field}")
                               ) from None
+    return steps
 
 
 def run_reading_shards(manifest, fn, *args):
@@ -73,10 +77,10 @@ class LanguageModelTrainer:
     """What the controller drives: the task's steps over this run's data. `train_data(epoch,
     start_batch)` and `valid_data()` make distributed datasets."""
 
-    def __init__(self, task, manifest, train_data, valid_data, eval_rows):
+    def __init__(self, task, manifest, train_data, valid_data, valid_steps, steps_per_loop):
         self.task, self.manifest = task, manifest
-        self.train_data, self.valid_data, self.eval_rows = train_data, valid_data, eval_rows
-        self.iterator = None
+        self.train_data, self.valid_data, self.valid_steps = train_data, valid_data, valid_steps
+        self.steps_per_loop, self.iterator = steps_per_loop, None
 
     def start_epoch(self, epoch, batch):
         if batch == 0:
@@ -92,7 +96,7 @@ class LanguageModelTrainer:
 
     def evaluate(self):
         loss = run_reading_shards(self.manifest, self.task.evaluate, self.valid_data(),
-                                  self.eval_rows)
+                                  self.valid_steps, self.steps_per_loop)
         return {"loss": loss, "perplexity": math.exp(loss)}
 
 
@@ -144,7 +148,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value % replicas:
             raise UserError(f"train_lm.{name}={value} must divide by the {replicas} replicas.")
-    check_splits_fit(manifest, bptt, replicas, batch_size, eval_batch_size)
+    steps_per_epoch, valid_steps = epoch_steps(manifest, bptt, replicas, batch_size,
+                                               eval_batch_size)
     per_replica, eval_rows = batch_size // replicas, eval_batch_size // replicas
 
     def train_data(epoch, start_batch):
@@ -156,9 +161,6 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     valid_data = lambda: strategy.distribute_datasets_from_function(
         lambda ctx: worker_lm_dataset(manifest, "valid", eval_rows, bptt, ctx, shuffle=False,
                                        backwards=backwards))
-    steps_per_epoch = int(lm_dataset(manifest, "train", per_replica, bptt,
-                                     tf.distribute.InputContext(replicas, 0, replicas))
-                          .cardinality())
     with strategy.scope():
         # Sizes from the pretrained model, dropouts from this config.
         shape = pretrained.shape if pretrained else {"vocab_size": manifest.vocab_size,
@@ -171,7 +173,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         adam.build(model.trainable_variables)
         position = LoopPosition()
     task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
-                             jit_compile)
+                             jit_compile, eval_batch_size=eval_rows)
     checkpoint = model_checkpoint(model, optimizer=adam, epoch=position.epoch,
                                   batch_in_epoch=position.batch_in_epoch,
                                   carried_states=[list(s) for s in task.states])
@@ -180,7 +182,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
                                 manifest.special_ids, backwards)
     controller = controller(
-        LanguageModelTrainer(task, manifest, train_data, valid_data, eval_rows),
+        LanguageModelTrainer(task, manifest, train_data, valid_data, valid_steps,
+                             steps_per_loop),
         position=position, step_counter=adam.iterations,
         checkpoint_manager=tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
                                                       step_counter=adam.iterations),
