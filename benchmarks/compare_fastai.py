@@ -13,9 +13,12 @@ callback overhead, so it is a slightly faster reference than fastai itself.
 Each framework runs in its own worker process (so each has its own peak RSS and thread pool);
 the parent alternates timed rounds between them, so both see the same machine load, and
 measures the fp32 matmul peak in the same run for MFU. Ours runs with the malloc settings that
-trainer.main applies (trainer/allocator.py); fastai runs twice, with glibc's defaults (as fastai
-users run it) and with the same settings (which speed it up too).
+trainer.main applies (trainer/allocator.py), twice: on TensorFlow's kernels (train_lm's default)
+and with the step compiled by XLA (`train_lm.jit_compile=True`), since which is faster has
+depended on the CPU. fastai runs twice, with glibc's defaults (as fastai users run it) and with
+the same malloc settings (which speed it up too).
 """
+import itertools
 import os
 import resource
 import subprocess
@@ -37,8 +40,8 @@ flags.DEFINE_string("worker", None, "Internal: run as one of WORKERS.")
 FLAGS = flags.FLAGS
 
 EMB, HIDDEN = 400, 1152
-WORKERS = {"ours": "ours (TF)", "fastai": "fastai, glibc malloc", "fastai_tuned":
-           "fastai, our malloc"}
+WORKERS = {"ours": "ours, TF kernels", "ours_xla": "ours, XLA step",
+           "fastai": "fastai, glibc malloc", "fastai_tuned": "fastai, our malloc"}
 
 
 def _rss_mb():
@@ -74,7 +77,7 @@ def _fastai_step():
     return step
 
 
-def _our_step():
+def _our_step(jit_compile):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from trainer.lm_task import LanguageModelTask  # pylint: disable=g-import-not-at-top
     # pylint: disable=g-import-not-at-top
@@ -91,7 +94,7 @@ def _our_step():
         model(batch[0])
         adam = fastai_adam(1e-3, 0.7, gradients_reduced=True)
         adam.build(model.trainable_variables)
-    task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size)
+    task = LanguageModelTask(model, adam, strategy, FLAGS.batch_size, jit_compile=jit_compile)
     data = iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(batch).repeat()))
     return lambda: float(task.train_loop(data, tf.constant(1))[0])
@@ -99,10 +102,10 @@ def _our_step():
 
 def worker(kind):
     """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
-    if kind in ("ours", "fastai_tuned"):
+    if kind != "fastai":
         from trainer.allocator import keep_freed_memory  # pylint: disable=g-import-not-at-top
         keep_freed_memory()
-    step = _our_step() if kind == "ours" else _fastai_step()
+    step = _our_step(kind == "ours_xla") if kind.startswith("ours") else _fastai_step()
     before = _rss_mb()
     for _ in range(2):
         step()
@@ -163,9 +166,10 @@ def main(argv):
               f"{peak_rss[kind]:>12,.0f} {peak_rss[kind] / peak_rss['fastai']:>8.2f}x "
               f"{step_mb[kind]:>8,.0f} {step_mb[kind] / step_mb['fastai']:>8.2f}x")
     # The machine is shared: the spread of the per-round ratios says how far to trust the totals.
-    for kind in ("fastai", "fastai_tuned"):
-        ratios = [theirs / ours for ours, theirs in zip(round_seconds["ours"], round_seconds[kind])]
-        print(f"ours vs {WORKERS[kind]}, per round: {min(ratios):.2f}x to {max(ratios):.2f}x")
+    for ours, kind in itertools.product(("ours", "ours_xla"), ("fastai", "fastai_tuned")):
+        ratios = [theirs / mine for mine, theirs in zip(round_seconds[ours], round_seconds[kind])]
+        print(f"{WORKERS[ours]} vs {WORKERS[kind]}, per round: {min(ratios):.2f}x to "
+              f"{max(ratios):.2f}x")
 
 
 if __name__ == "__main__":
