@@ -40,6 +40,14 @@ def _beam():
     return beam
 
 
+def check_runner(runner):
+    """Refuses a runner Beam does not know before anything is read (pass 1 can take hours)."""
+    try:
+        _beam().runners.create_runner(runner)
+    except ValueError as e:
+        raise SettingError("{runner}={value}: {reason}", value=runner, reason=e) from None
+
+
 def _encoder(spm_path):
     beam = _beam()
 

@@ -155,6 +155,8 @@ def build(output_dir: str, settings: BuildSettings, runner: str | None = None,
           pipeline_args=()) -> Manifest:
     """Builds `output_dir`; pass 2 runs on Apache Beam's `runner` (with `pipeline_args`, Beam's
     pipeline options) when given, else on this host."""
+    if runner:
+        beam_build.check_runner(runner)
     manifest_path = os.path.join(output_dir, MANIFEST_NAME)
     if tf.io.gfile.exists(manifest_path):
         manifest = load_manifest(output_dir)

@@ -75,6 +75,14 @@ def test_a_build_goes_on_where_it_began_on_one_host_or_on_beam(built):
     assert build(manifest.directory, settings) == manifest
 
 
+def test_an_unknown_beam_runner_is_refused_before_anything_is_read(tmp_path, corpus_file):
+    with pytest.raises(CorpusError, match="--runner=DirectRuner: Unexpected pipeline runner: "
+                       "DirectRuner. Valid values are .*DirectRunner"):
+        build(str(tmp_path / "data"), BuildSettings(input=corpus_file, **SMALL),
+              runner="DirectRuner")
+    assert not os.path.exists(tmp_path / "data")
+
+
 def test_killed_build_leaves_nothing_claimed_and_rerun_completes(tmp_path):
     corpus = write_corpus(tmp_path / "big.txt", paragraphs=6000, seed=1)
     out = tmp_path / "data"
