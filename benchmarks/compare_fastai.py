@@ -12,12 +12,13 @@ callback overhead, so it is a slightly faster reference than fastai itself.
 
 Each framework runs in its own worker process (so each has its own peak RSS and thread pool);
 the parent alternates timed rounds between them, so both see the same machine load, and
-measures the fp32 matmul peak in the same run for MFU. Ours runs with the malloc settings that
-trainer.main applies (trainer/allocator.py), twice: on TensorFlow's kernels (train_lm's default)
-and with the step compiled by XLA (`train_lm.jit_compile=True`), since which is faster has
-depended on the CPU. fastai runs twice, with glibc's defaults (as fastai users run it) and with
-the same malloc settings (which speed it up too).
+measures the fp32 matmul peak in the same run for MFU. Ours runs on the allocator trainer.main
+picks (trainer/allocator.py: TF's BFC allocator), twice: on TensorFlow's kernels (train_lm's
+default) and with the step compiled by XLA (`train_lm.jit_compile=True`), since which is faster
+has depended on the CPU. fastai runs twice: with glibc's defaults (as fastai users run it) and
+with glibc told to keep freed blocks on its heap (no mmap per large tensor; it speeds fastai up).
 """
+import ctypes
 import itertools
 import os
 import resource
@@ -41,7 +42,8 @@ FLAGS = flags.FLAGS
 
 EMB, HIDDEN = 400, 1152
 WORKERS = {"ours": "ours, TF kernels", "ours_xla": "ours, XLA step",
-           "fastai": "fastai, glibc malloc", "fastai_tuned": "fastai, our malloc"}
+           "fastai": "fastai, glibc malloc", "fastai_tuned": "fastai, glibc heap kept"}
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # from glibc's malloc.h
 
 
 def _rss_mb():
@@ -100,13 +102,23 @@ def _our_step(jit_compile):
     return lambda: float(task.train_loop(data, tf.constant(1))[0])
 
 
+def _keep_freed_blocks_on_glibc_heap():
+    libc = ctypes.CDLL("libc.so.6")
+    assert libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+
+
 def worker(kind):
     """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
-    if kind != "fastai":
-        from trainer.allocator import keep_freed_memory  # pylint: disable=g-import-not-at-top
-        keep_freed_memory()
+    if kind == "fastai_tuned":
+        _keep_freed_blocks_on_glibc_heap()
+    elif kind.startswith("ours"):
+        from trainer.allocator import use_bfc_allocator  # pylint: disable=g-import-not-at-top
+        use_bfc_allocator()
     step = _our_step(kind == "ours_xla") if kind.startswith("ours") else _fastai_step()
     before = _rss_mb()
+    if kind.startswith("ours"):
+        from trainer.allocator import bfc_serves_cpu  # pylint: disable=g-import-not-at-top
+        assert bfc_serves_cpu()
     for _ in range(2):
         step()
     print(f"ready {before:.0f}", flush=True)

@@ -15,7 +15,7 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from trainer.allocator import keep_freed_memory
+from trainer.allocator import use_bfc_allocator
 from trainer.models.lstm_kernel import lstm_sequence
 
 flags.DEFINE_integer("rounds", 4, "Timed rounds per layer and framework (best one counts).")
@@ -74,7 +74,7 @@ def _best_seconds(step):
 
 def main(argv):
     del argv
-    keep_freed_memory()
+    use_bfc_allocator()
     print(f"{'layer':<12} {'ours ms':>8} {'GFLOP/s':>8} {'torch ms':>9} {'GFLOP/s':>8} "
           f"{'ours vs torch':>14}")
     for inp, units in LAYERS:

@@ -175,8 +175,18 @@ def sorted_order(lengths, batch_size, rng=None):
     return np.concatenate(batches)
 
 
+def train_steps(num_examples, batch_size, path):
+    """Batches in a training epoch: whole ones only, as fastai's training DataLoader
+    (drop_last) and labelled_dataset(drop_remainder=True) make them."""
+    if num_examples < batch_size:
+        raise CorpusError(f"{path}: {num_examples} training examples, fewer than one batch of "
+                          f"{batch_size}: add examples or lower the batch size "
+                          "(train_classifier.batch_size / train_tagger.batch_size).")
+    return num_examples // batch_size
+
+
 def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=None,
-                     length_multiple=16):
+                     length_multiple=16, chunk_length=None, drop_remainder=False):
     """A tf.data pipeline of right-padded (ids [batch, time], targets) batches of similar
     lengths (sorted_order).
 
@@ -185,7 +195,10 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
     longest first. `time` is the batch's longest row rounded up to a multiple of
     `length_multiple`: the LSTM kernel is XLA-compiled once per shape, and a compilation
     costs as much as dozens of steps, so a few more padding tokens are cheaper than a new
-    shape for every length.
+    shape for every length. A model that reads rows `chunk_length` tokens at a time (the
+    classifier's bptt) is not rounded past it: 72 tokens rounded to 80 would be two chunks.
+    `drop_remainder`: no last, partial batch (fastai's training DataLoader drops it too); its
+    odd batch size would also be one more compilation.
     """
     per_token = target_pad is not None
     signature = (tf.TensorSpec([None], tf.int32),
@@ -202,10 +215,14 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
     pads = (SPECIAL_IDS["pad"], target_pad if per_token else 0)
 
     def round_up(batch_ids, batch_targets):
-        extra = [[0, 0], [0, -tf.shape(batch_ids)[1] % length_multiple]]
+        length = tf.shape(batch_ids)[1]
+        rounded = -(-length // length_multiple) * length_multiple
+        if chunk_length:
+            rounded = tf.where(length <= chunk_length, tf.minimum(rounded, chunk_length), rounded)
+        extra = [[0, 0], [0, rounded - length]]
         if per_token:
             batch_targets = tf.pad(batch_targets, extra, constant_values=target_pad)
         return tf.pad(batch_ids, extra, constant_values=pads[0]), batch_targets
 
-    return dataset.padded_batch(batch_size, padding_values=pads).map(round_up).prefetch(
-        tf.data.AUTOTUNE)
+    return dataset.padded_batch(batch_size, padding_values=pads, drop_remainder=drop_remainder
+                                ).map(round_up).prefetch(tf.data.AUTOTUNE)

@@ -343,8 +343,9 @@ def test_downstream_models_honour_the_model_and_head_bindings(pretrained_lm, tmp
                           "AWDLSTMLanguageModel.hidden_p = 0.2",
                           "ulmfit_classifier.lin_ftrs = (7,)"])
     try:
-        train_classifier(str(tmp_path / "c"), pretrained=pretrained_lm[0], files=classify)
-        train_tagger(str(tmp_path / "t"), pretrained=pretrained_lm[0], files=tag)
+        train_classifier(str(tmp_path / "c"), pretrained=pretrained_lm[0], files=classify,
+                         batch_size=4)
+        train_tagger(str(tmp_path / "t"), pretrained=pretrained_lm[0], files=tag, batch_size=4)
     finally:
         gin.clear_config()
     classifier, tagger = built

@@ -1,8 +1,10 @@
 """fastai's SentenceEncoder and SortedDL: whole texts in bptt chunks, batches of similar lengths."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from data_pipeline.labeled_data import labelled_dataset, sorted_order
+from data_pipeline.errors import CorpusError
+from data_pipeline.labeled_data import labelled_dataset, sorted_order, train_steps
 from trainer.models.activation_regularization import (activation_regularization,
                                                       masked_activation_regularization)
 from trainer.models.language_model import AWDLSTMLanguageModel
@@ -92,6 +94,23 @@ def test_each_pass_over_a_labelled_dataset_is_a_new_reproducible_order():
             longest = max(len(ids[int(k)]) for k in y)
             assert x.shape[1] == -(-longest // multiple) * multiple
             assert all((row[len(ids[int(k)]):] == 1).all() for row, k in zip(x.numpy(), y))
+
+
+def test_training_drops_the_partial_batch_and_rows_are_not_rounded_past_a_chunk():
+    ids = [[2] + [5] * n + [3] for n in range(22)]  # lengths 2..23, label = length - 2
+    labels = list(range(22))
+    train = list(labelled_dataset(ids, labels, 4, shuffle_seed=1, drop_remainder=True))
+    assert len(train) == train_steps(len(ids), 4, "train.jsonl") == 5
+    # As fastai's SortedDL with drop_last: the last, shortest batch (lengths 2 and 3) goes.
+    assert sorted(int(t) for _, y in train for t in y) == labels[2:]
+    # Longest first, batches of 4: 23-20, 19-16, 15-12, 11-8, 7-4, 3-2, rounded up to a
+    # multiple of 8, but 11 only to the 12 of a chunk (16 would be two chunks of 12).
+    widths = [x.shape[1] for x, _ in labelled_dataset(ids, labels, 4, length_multiple=8,
+                                                      chunk_length=12)]
+    assert widths == [24, 24, 16, 12, 8, 8]
+    with pytest.raises(CorpusError, match="train.jsonl: 3 training examples, fewer than one "
+                                          "batch of 4"):
+        train_steps(3, 4, "train.jsonl")
 
 
 def test_classifier_training_adds_fastais_ar_and_tar_over_the_pooled_tokens():

@@ -42,7 +42,8 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     def dataset(split, shuffle_seed=None):
         ids, labels = splits[split]
         return data.labelled_dataset(ids, data.label_ids(labels, vocabulary, files[split]),
-                                     batch_size, shuffle_seed=shuffle_seed)
+                                     batch_size, shuffle_seed=shuffle_seed, chunk_length=bptt,
+                                     drop_remainder=split == "train")
 
     with configurables.make_strategy().scope():
         model, _ = configurables.classifier(
@@ -51,7 +52,8 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
             **{**sizes, **configurables.model_bindings()})
         configurables.fit_recipe(
             model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),
+            dataset("train", seed), dataset("valid"), epochs,
+            data.train_steps(len(train_ids), batch_size, files["train"]),
             metrics=["accuracy"], model_dir=model_dir,
             tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"labels": vocabulary, "from_scratch": from_scratch, "backwards": backwards}

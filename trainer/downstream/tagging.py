@@ -68,7 +68,8 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
 
     def dataset(split, shuffle_seed=None):
         ids, labels, _ = splits[split]
-        return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed)
+        return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed,
+                                     drop_remainder=split == "train")
 
     with configurables.make_strategy().scope():
         sizes, dropouts = downstream_config(**{**sizes, **configurables.model_bindings()})
@@ -77,7 +78,8 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
         model = tagger_head(encoder_num, len(vocabulary), outmask_num, ar_alpha, tar_beta)
         configurables.fit_recipe(
             model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
-            dataset("train", seed), dataset("valid"), epochs, -(-len(train_ids) // batch_size),
+            dataset("train", seed), dataset("valid"), epochs,
+            data.train_steps(len(train_ids), batch_size, files["train"]),
             model_dir=model_dir, tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"tags": vocabulary, "from_scratch": from_scratch}
     for split in ("valid", "test"):
