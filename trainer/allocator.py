@@ -5,11 +5,11 @@ By default TensorFlow takes every CPU tensor's buffer from malloc. glibc serves 
 train step whose logits, activations and gradients are tens of MB page-faults its whole working
 set in again, every step: the AWD-LSTM LM step spent about a quarter of its time there. TF's
 BFC allocator (the one it uses on GPUs; on the CPU behind TF_CPU_ALLOCATOR_USE_BFC) keeps what a
-step frees in its own regions and best-fits the next step's tensors into them, so each step
-reuses the memory the previous one freed, without glibc's per-thread arenas holding a copy each:
-faster than malloc's defaults and a lower peak RSS than keeping freed blocks on glibc's heap
-(both measured by benchmarks/compare_fastai.py). The cost: the process keeps its peak tensor
-memory instead of returning it between steps, which a training process does anyway.
+step frees in its own pool and best-fits the next step's tensors into it. On the LM step
+(benchmarks/compare_fastai.py, docs/scaling.md) it is as fast as telling glibc to keep freed
+blocks on its heap (what this module did before) with a 700 MB lower peak RSS. The cost: the
+process keeps its peak tensor memory instead of returning it between steps, which a training
+process does anyway.
 """
 import os
 
