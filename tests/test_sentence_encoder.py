@@ -29,6 +29,29 @@ def test_chunks_carry_the_states_so_outputs_equal_one_pass():
         np.testing.assert_allclose(ChunkedEncoder(encoder, bptt)(ids), whole, atol=1e-6)
 
 
+def test_a_chunk_runs_only_the_rows_whose_text_reaches_it():
+    encoder = _encoder()
+    lengths = [11, 2, 7, 5]  # right-padded to 11; bptt 3: chunks at 0, 3, 6, 9
+    ids = np.ones([4, 11], np.int32)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = np.arange(n) + 4 + row
+    rows_run, call = [], encoder.call
+
+    def counting(chunk, *args, **kwargs):
+        rows_run.append(int(chunk.shape[0]))
+        return call(chunk, *args, **kwargs)
+
+    encoder.call = counting  # eager: tf.while_loop runs as a Python loop
+    outputs = {multiple: ChunkedEncoder(encoder, 3, row_multiple=multiple)(tf.constant(ids))
+               for multiple in (1, 2)}
+    assert rows_run == [4, 3, 2, 1] + [4, 4, 2, 2]  # fastai's real_bs; then in pairs
+    del encoder.call
+    for row, n in enumerate(lengths):  # each text's outputs are its own, whoever ran beside it
+        alone = ChunkedEncoder(encoder, 3)(tf.constant(ids[row:row + 1, :n]))
+        for out in outputs.values():
+            np.testing.assert_allclose(out[row, :n], alone[0], atol=1e-6)
+
+
 def test_no_gradient_crosses_a_chunk_boundary():
     encoder = _encoder()
     ids = tf.constant([[4, 5, 6, 7, 8, 9]])  # every position its own embedding row
