@@ -109,16 +109,15 @@ def _keep_freed_blocks_on_glibc_heap():
 
 def worker(kind):
     """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
-    if kind == "fastai_tuned":
+    ours = kind.startswith("ours")
+    if ours:  # imported here: the fastai workers' RSS holds no TensorFlow
+        from trainer import allocator  # pylint: disable=g-import-not-at-top
+        allocator.use_bfc_allocator()
+    elif kind == "fastai_tuned":
         _keep_freed_blocks_on_glibc_heap()
-    elif kind.startswith("ours"):
-        from trainer.allocator import use_bfc_allocator  # pylint: disable=g-import-not-at-top
-        use_bfc_allocator()
-    step = _our_step(kind == "ours_xla") if kind.startswith("ours") else _fastai_step()
+    step = _our_step(kind == "ours_xla") if ours else _fastai_step()
     before = _rss_mb()
-    if kind.startswith("ours"):
-        from trainer.allocator import bfc_serves_cpu  # pylint: disable=g-import-not-at-top
-        assert bfc_serves_cpu()
+    assert not ours or allocator.bfc_serves_cpu()  # building the step made TF's devices
     for _ in range(2):
         step()
     print(f"ready {before:.0f}", flush=True)
