@@ -13,7 +13,11 @@ its own processes:
     (classifier.gin / tagger.gin + fine_tuning_course.gin; benchmarks/fastai_finetune.py).
 Same ids, same splits, same batch sizes. Printed per system and stage: the metric (mean and
 standard error over seeds, and each seed's), wall time of the stage's process (start-up
-included), training tokens per second of that wall time (padding excluded), peak RSS.
+included) for the first seed and the mean of the later ones, training tokens per second of the
+first seed's wall time (padding excluded), peak RSS. Our runs share an XLA compilation cache
+(trainer/compilation_cache.py) in the emptied work directory: the first seed compiles every
+kernel (a first run on a machine), later seeds load them (what reruns, other seeds and
+hyperparameter searches see).
 Tasks: the demo tasks, or JSONL files given by --classify_files / --tag_files.
 """
 import json
@@ -130,7 +134,8 @@ def ours(stage, seed, run_dir, prepared, files):
               "tag": {"pretrained": lm, "files": files["tag"], "max_len": TAG_MAX_LEN}}[stage]
     command = [sys.executable, "-m", "trainer.main", f"--model_dir={model_dir}",
                *[f"--gin_file=gin_configs/{g}" for g in gin],
-               *[f"--gin_param={job}.{k}={v!r}" for k, v in {**params, "seed": seed}.items()]]
+               *[f"--gin_param={job}.{k}={v!r}" for k, v in {**params, "seed": seed}.items()],
+               f"--gin_param=job.xla_cache_dir={os.path.join(FLAGS.work_dir, 'xla_cache')!r}"]
     wall, rss = run(command, os.path.join(run_dir, f"{stage}.log"))
     if stage == "lm":  # the perplexity is the eval line trainer.main prints last
         with open(os.path.join(run_dir, "lm.log")) as f:
@@ -169,30 +174,33 @@ def report(results, prepared):
     print(f"\n{FLAGS.seeds} seeds; CPU {cpu_description()}; mean ± standard "
           "error (each seed)")
     print(f"{'stage':<9} {'system':<7} {'metric':<17} {'mean ± SE':>16}  {'per seed':<24} "
-          f"{'wall s':>7} {'tokens/s':>9} {'peak RSS MB':>12}")
+          f"{'wall s':>7} {'later':>6} {'tokens/s':>9} {'peak RSS MB':>12}")
     for stage in ["lm", *FLAGS.tasks]:
         for system, runs in results.items():
-            wall = np.mean([w for _, w, _ in runs[stage]])
+            first, later = _walls(runs, [stage])
             rss = max(r for _, _, r in runs[stage])
             for i, metric in enumerate(METRICS[stage]):
                 values = [m[metric] for m, _, _ in runs[stage]]
                 mean, se = _spread(values)
-                cost = (f"{wall:>7.0f} {prepared['tokens'][stage] / wall:>9,.0f} {rss:>12,.0f}"
-                        if i == 0 else "")
+                cost = (f"{first:>7.0f} {later:>6.0f} {prepared['tokens'][stage] / first:>9,.0f} "
+                        f"{rss:>12,.0f}" if i == 0 else "")
                 print(f"{stage:<9} {system:<7} {metric:<17} {mean:>8.3f} ± {se:<6.3f} "
                       f"{' '.join(f'{v:.3f}' for v in values):<24} {cost}")
     for stage in FLAGS.tasks:
         metric = METRICS[stage][-1]
         (ours_mean, ours_se), (theirs_mean, theirs_se) = (
             _spread([m[metric] for m, _, _ in results[s][stage]]) for s in ("ours", "fastai"))
+        ratios = [a / b for a, b in zip(_walls(results["ours"], ["lm", stage]),
+                                        _walls(results["fastai"], ["lm", stage]))]
         print(f"{metric}: ours - fastai = {ours_mean - theirs_mean:+.3f} (SE of the difference "
-              f"{math.hypot(ours_se, theirs_se):.3f}); wall: ours / fastai = "
-              f"{_total_wall(results['ours'], stage) / _total_wall(results['fastai'], stage):.2f}"
-              " (stage 2 + this stage)")
+              f"{math.hypot(ours_se, theirs_se):.3f}); wall ours / fastai (stage 2 + this "
+              f"stage): first seed {ratios[0]:.2f}, later seeds {ratios[1]:.2f}")
 
 
-def _total_wall(runs, stage):
-    return sum(w for s in ("lm", stage) for _, w, _ in runs[s])
+def _walls(runs, stages):
+    """(first seed's wall, mean wall of the later seeds; nan with one seed) over `stages`."""
+    walls = [sum(stage_runs) for stage_runs in zip(*[[w for _, w, _ in runs[s]] for s in stages])]
+    return walls[0], float(np.mean(walls[1:])) if len(walls) > 1 else math.nan
 
 
 def main(argv):

@@ -199,30 +199,40 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
     classifier's bptt) is not rounded past it: 72 tokens rounded to 80 would be two chunks.
     `drop_remainder`: no last, partial batch (fastai's training DataLoader drops it too); its
     odd batch size would also be one more compilation.
+
+    Batches are padded in numpy and handed over whole: tf.data calls Python once per batch,
+    not once per text (per text, an epoch of a few thousand texts cost a second of Python
+    competing with the train step, and a new epoch's iterator waited seconds for the last one's).
     """
     per_token = target_pad is not None
-    signature = (tf.TensorSpec([None], tf.int32),
-                 tf.TensorSpec([None] if per_token else [], tf.int32))
     epochs, lengths = itertools.count(), [len(row) for row in ids]
+    batches = len(ids) // batch_size if drop_remainder else -(-len(ids) // batch_size)
 
-    def examples():  # tf.data calls it anew for every pass over the data
+    def width(longest):
+        rounded = -(-longest // length_multiple) * length_multiple
+        if chunk_length and longest <= chunk_length:
+            return min(rounded, chunk_length)
+        return rounded
+
+    def padded(rows):
+        x = np.full((len(rows), width(max(lengths[k] for k in rows))), SPECIAL_IDS["pad"],
+                    np.int32)
+        y = np.full(x.shape, target_pad, np.int32) if per_token else np.asarray(
+            [targets[k] for k in rows], np.int32)
+        for i, k in enumerate(rows):
+            x[i, :lengths[k]] = ids[k]
+            if per_token:
+                y[i, :len(targets[k])] = targets[k]
+        return x, y
+
+    def epoch():  # tf.data calls it anew for every pass over the data
         rng = None if shuffle_seed is None else np.random.default_rng([shuffle_seed,
                                                                        next(epochs)])
-        return ((ids[k], targets[k]) for k in sorted_order(lengths, batch_size, rng))
+        order = sorted_order(lengths, batch_size, rng)
+        return (padded(order[b * batch_size:(b + 1) * batch_size]) for b in range(batches))
 
-    dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).apply(
-        tf.data.experimental.assert_cardinality(len(ids)))  # so Keras knows an epoch's steps
-    pads = (SPECIAL_IDS["pad"], target_pad if per_token else 0)
-
-    def round_up(batch_ids, batch_targets):
-        length = tf.shape(batch_ids)[1]
-        rounded = -(-length // length_multiple) * length_multiple
-        if chunk_length:
-            rounded = tf.where(length <= chunk_length, tf.minimum(rounded, chunk_length), rounded)
-        extra = [[0, 0], [0, rounded - length]]
-        if per_token:
-            batch_targets = tf.pad(batch_targets, extra, constant_values=target_pad)
-        return tf.pad(batch_ids, extra, constant_values=pads[0]), batch_targets
-
-    return dataset.padded_batch(batch_size, padding_values=pads, drop_remainder=drop_remainder
-                                ).map(round_up).prefetch(tf.data.AUTOTUNE)
+    signature = (tf.TensorSpec([None, None], tf.int32),
+                 tf.TensorSpec([None, None] if per_token else [None], tf.int32))
+    return tf.data.Dataset.from_generator(epoch, output_signature=signature).apply(
+        tf.data.experimental.assert_cardinality(batches)  # so Keras knows an epoch's steps
+    ).prefetch(tf.data.AUTOTUNE)

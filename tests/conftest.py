@@ -1,7 +1,10 @@
+import atexit
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -9,6 +12,10 @@ import numpy as np
 # Keep TF quiet and on the CPU in tests; must be set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# trainer.main keeps XLA executables in $XDG_CACHE_HOME/ulmfit_tf2/xla: the tests' runs share
+# one cache of their own (not the user's), so a kernel shape is compiled once per session.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ulmfit_tests_cache_")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

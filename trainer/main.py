@@ -14,6 +14,7 @@ import tensorflow as tf
 from data_pipeline.errors import UserError, run_tool
 from trainer import lm_training
 from trainer.allocator import use_bfc_allocator
+from trainer.compilation_cache import default_directory, use_compilation_cache
 from trainer.downstream import classification, tagging
 
 del classification, tagging  # imported for their gin entry points
@@ -32,13 +33,17 @@ def define_gin_flags():
 
 
 @gin.configurable
-def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
+def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True,
+        xla_cache_dir=default_directory()):
     """What a config trains: the language model (default), or e.g. `job.trainer =
     @train_classifier` / `@train_tagger` (trainer/downstream/). `reuse_freed_memory`: TF's CPU
     tensors on the BFC allocator (trainer/allocator.py: faster LM steps on CPU, lower peak RSS
-    than malloc's defaults)."""
+    than malloc's defaults). `xla_cache_dir`: XLA executables kept there for the next run of
+    the same shapes (trainer/compilation_cache.py; None: compile afresh every run)."""
     if reuse_freed_memory:
         use_bfc_allocator()
+    if xla_cache_dir:
+        use_compilation_cache(xla_cache_dir)
     return trainer(model_dir)
 
 

@@ -1,0 +1,83 @@
+"""trainer.compilation_cache: XLA executables kept on disk for the next run; damaged ones go."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_pipeline.errors import UserError
+from trainer.compilation_cache import use_compilation_cache
+
+_KERNEL = "tf.function(lambda x: tf.tanh(x) @ tf.transpose(x), jit_compile=True)"
+_SCRIPT = f"""
+import sys
+import gin, tensorflow as tf
+from trainer import main
+
+@gin.configurable
+def compiled(model_dir):
+    return float(tf.reduce_sum({_KERNEL}(tf.ones([8, 4]))))
+
+main.parse_gin([], [f"job.xla_cache_dir={{sys.argv[1]!r}}", "job.trainer=@compiled"])
+print("result", main.job(None))
+"""
+_RESULT = "result 194.968"  # 64 entries of 4 tanh(1)
+
+
+def _run(cache, **env):
+    """(stdout+stderr) of one process that XLA-compiles a kernel through trainer.main's job."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, cache],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "TF_XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "0",
+             "TF_CPP_VMODULE": "device_executable_persistor=1", **env})
+    assert _RESULT in out.stdout, out.stdout
+    return out.stdout + out.stderr
+
+
+def _entries(cache):
+    return sorted(name for name in os.listdir(cache) if name.endswith(".pb"))
+
+
+def test_a_later_run_loads_the_kernel_and_a_damaged_entry_is_named_and_compiled_again(
+        tmp_path):
+    cache = str(tmp_path / "xla")
+    assert "Loading cached entry" not in _run(cache)
+    [entry] = _entries(cache)
+    assert "Loading cached entry" in _run(cache)
+    assert _entries(cache) == [entry]
+
+    path = os.path.join(cache, entry)
+    with open(path, "rb") as f:
+        whole = f.read()
+    with open(path, "wb") as f:  # cut short, as by a full disk
+        f.write(whole[:len(whole) // 2])
+    # TF alone fails on it, naming no file:
+    untreated = subprocess.run(
+        [sys.executable, "-c", f"import tensorflow as tf; print({_KERNEL}(tf.ones([8, 4])))"],
+        capture_output=True, text=True,
+        env={**os.environ, "TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={cache}"})
+    assert untreated.returncode != 0 and "Read less bytes than requested" in untreated.stderr
+    # Through job: a warning names the file, the run goes on and writes the entry anew, and
+    # the next run loads it.
+    log = _run(cache)
+    assert f"{path} is damaged; removed" in log and "Loading cached entry" not in log
+    assert _entries(cache) == [entry] and os.path.getsize(path) == len(whole)
+    assert "Loading cached entry" in _run(cache)
+
+
+def test_a_cache_dir_the_user_set_in_tf_xla_flags_wins(tmp_path):
+    theirs, ours = str(tmp_path / "theirs"), str(tmp_path / "ours")
+    _run(ours, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={theirs}")
+    assert len(_entries(theirs)) == 1 and not os.path.exists(ours)
+
+
+def test_an_unusable_cache_dir_is_one_error_naming_the_binding(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"job.xla_cache_dir=.*/file/xla: .*job.xla_cache_dir=None"):
+        use_compilation_cache(str(blocker / "xla"))
+    with pytest.raises(UserError, match="must be a local directory"):
+        use_compilation_cache("gs://bucket/xla")
+    assert "TF_XLA_FLAGS" not in os.environ
