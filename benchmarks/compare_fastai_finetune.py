@@ -43,6 +43,7 @@ from data_pipeline.build import BuildSettings, build
 from data_pipeline.demo_tasks import demo_task_files
 from data_pipeline.shards import parse_ids
 from data_pipeline.sources import SPLITS
+from trainer.compilation_cache import ENV
 from trainer.convert_fastai import export_fastai
 from trainer.pretrained import load_pretrained_config, model_dir_and_checkpoint
 from trainer.span_f1 import span_f1
@@ -113,7 +114,7 @@ def prepare(work_dir, files):
 def run(command, log):
     """(wall seconds, peak RSS MB) of `command`, its output in `log`; exits if it fails."""
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "CUDA_VISIBLE_DEVICES": ""}
+           "CUDA_VISIBLE_DEVICES": "", ENV: os.path.join(FLAGS.work_dir, "xla_cache")}
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -134,8 +135,7 @@ def ours(stage, seed, run_dir, prepared, files):
               "tag": {"pretrained": lm, "files": files["tag"], "max_len": TAG_MAX_LEN}}[stage]
     command = [sys.executable, "-m", "trainer.main", f"--model_dir={model_dir}",
                *[f"--gin_file=gin_configs/{g}" for g in gin],
-               *[f"--gin_param={job}.{k}={v!r}" for k, v in {**params, "seed": seed}.items()],
-               f"--gin_param=job.xla_cache_dir={os.path.join(FLAGS.work_dir, 'xla_cache')!r}"]
+               *[f"--gin_param={job}.{k}={v!r}" for k, v in {**params, "seed": seed}.items()]]
     wall, rss = run(command, os.path.join(run_dir, f"{stage}.log"))
     if stage == "lm":  # the perplexity is the eval line trainer.main prints last
         with open(os.path.join(run_dir, "lm.log")) as f:

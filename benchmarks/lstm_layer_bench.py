@@ -1,8 +1,8 @@
 """One LSTM layer, forward + backward: our fused kernel against torch.nn.LSTM, side by side.
 
-  python benchmarks/lstm_layer_bench.py [--rounds=4 --batch_size=32 --bptt=70]
+  python benchmarks/lstm_layer_bench.py [--rounds=4 --batch_size=32 --bptt=70 --layers=...]
 
-The three layer shapes of the AWD-LSTM LM (400->1152, 1152->1152, 1152->400). Ours runs as the
+The three layer shapes of the AWD-LSTM LM (400->1152, 1152->1152, 1152->400), or `--layers`. Ours runs as the
 train step runs it (`lstm_sequence` in a tf.function, gradients of inputs, states and weights);
 torch's row needs the `[fastai]` extra (torch) and is skipped without it.
 Rounds alternate between the two, with a pause so that neither's idle threads spin into the
@@ -21,9 +21,10 @@ from trainer.models.lstm_kernel import lstm_sequence
 flags.DEFINE_integer("rounds", 4, "Timed rounds per layer and framework (best one counts).")
 flags.DEFINE_integer("batch_size", 32, "Rows.")
 flags.DEFINE_integer("bptt", 70, "Time steps.")
+flags.DEFINE_list("layers", ["400:1152", "1152:1152", "1152:400"],
+                  "input:units per layer (default: fastai's AWD-LSTM; the main job's small model "
+                  "is 128:256,256:256,256:128).")
 FLAGS = flags.FLAGS
-
-LAYERS = [(400, 1152), (1152, 1152), (1152, 400)]
 
 
 def _ours(inputs, units):
@@ -77,7 +78,7 @@ def main(argv):
     use_bfc_allocator()
     print(f"{'layer':<12} {'ours ms':>8} {'GFLOP/s':>8} {'torch ms':>9} {'GFLOP/s':>8} "
           f"{'ours vs torch':>14}")
-    for inp, units in LAYERS:
+    for inp, units in (map(int, layer.split(":")) for layer in FLAGS.layers):
         inputs = np.random.default_rng(1).uniform(
             -1, 1, (FLAGS.batch_size, FLAGS.bptt, inp)).astype(np.float32)
         flops = 3 * 2 * 4 * units * (inp + units) * FLAGS.batch_size * FLAGS.bptt

@@ -6,31 +6,36 @@ import sys
 import pytest
 
 from data_pipeline.errors import UserError
-from trainer.compilation_cache import use_compilation_cache
+from trainer.compilation_cache import ENV, check_compilation_cache
 
 _KERNEL = "tf.function(lambda x: tf.tanh(x) @ tf.transpose(x), jit_compile=True)"
+# The command line's whole path: trainer.main imported, absl's app.run, gin, job().
 _SCRIPT = f"""
 import sys
+from absl import flags
 import gin, tensorflow as tf
+from data_pipeline.errors import run_tool
 from trainer import main
 
 @gin.configurable
 def compiled(model_dir):
-    return float(tf.reduce_sum({_KERNEL}(tf.ones([8, 4]))))
+    tf.io.gfile.makedirs(model_dir)
+    return {{"result": float(tf.reduce_sum({_KERNEL}(tf.ones([8, 4]))))}}
 
-main.parse_gin([], [f"job.xla_cache_dir={{sys.argv[1]!r}}", "job.trainer=@compiled"])
-print("result", main.job(None))
+main.define_gin_flags()
+flags.DEFINE_string("model_dir", None, "")
+run_tool(main.main)
 """
-_RESULT = "result 194.968"  # 64 entries of 4 tanh(1)
+_RESULT = '"result": 194.968'  # 64 entries of 4 tanh(1)
 
 
-def _run(cache, **env):
-    """(stdout+stderr) of one process that XLA-compiles a kernel through trainer.main's job."""
+def _run(cache, tmp_path, **env):
+    """(stdout+stderr) of one process that XLA-compiles a kernel as trainer.main's job."""
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, cache],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _SCRIPT, "--gin_param=job.trainer=@compiled",
+         f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True, check=True,
         env={**os.environ, "TF_XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "0",
-             "TF_CPP_VMODULE": "device_executable_persistor=1", **env})
+             "TF_CPP_VMODULE": "device_executable_persistor=1", ENV: cache, **env})
     assert _RESULT in out.stdout, out.stdout
     return out.stdout + out.stderr
 
@@ -42,9 +47,9 @@ def _entries(cache):
 def test_a_later_run_loads_the_kernel_and_a_damaged_entry_is_named_and_compiled_again(
         tmp_path):
     cache = str(tmp_path / "xla")
-    assert "Loading cached entry" not in _run(cache)
+    assert "Loading cached entry" not in _run(cache, tmp_path)
     [entry] = _entries(cache)
-    assert "Loading cached entry" in _run(cache)
+    assert "Loading cached entry" in _run(cache, tmp_path)
     assert _entries(cache) == [entry]
 
     path = os.path.join(cache, entry)
@@ -60,24 +65,24 @@ def test_a_later_run_loads_the_kernel_and_a_damaged_entry_is_named_and_compiled_
     assert untreated.returncode != 0 and "Read less bytes than requested" in untreated.stderr
     # Through job: a warning names the file, the run goes on and writes the entry anew, and
     # the next run loads it.
-    log = _run(cache)
+    log = _run(cache, tmp_path)
     assert f"{path} is damaged; removed" in log and "Loading cached entry" not in log
     assert _entries(cache) == [entry] and os.path.getsize(path) == len(whole)
-    assert "Loading cached entry" in _run(cache)
+    assert "Loading cached entry" in _run(cache, tmp_path)
 
 
 def test_a_cache_dir_the_user_set_in_tf_xla_flags_wins(tmp_path):
     theirs, ours = str(tmp_path / "theirs"), str(tmp_path / "ours")
-    _run(ours, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={theirs}")
+    _run(ours, tmp_path, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={theirs}")
     assert len(_entries(theirs)) == 1 and not os.path.exists(ours)
 
 
-def test_an_unusable_cache_dir_is_one_error_naming_the_binding(tmp_path, monkeypatch):
-    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+def test_an_unusable_cache_dir_is_one_error_naming_the_variable(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UserError, match=r"job.xla_cache_dir=.*/file/xla: .*job.xla_cache_dir=None"):
-        use_compilation_cache(str(blocker / "xla"))
-    with pytest.raises(UserError, match="must be a local directory"):
-        use_compilation_cache("gs://bucket/xla")
-    assert "TF_XLA_FLAGS" not in os.environ
+    for directory, error in ((str(blocker / "xla"), "Not a directory; set a writable directory"),
+                             ("gs://bucket/xla", "must be a local directory")):
+        monkeypatch.setenv(ENV, directory)
+        monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={directory}")
+        with pytest.raises(UserError, match=f"{ENV}={directory}: .*{error}.*{ENV}= \\(empty\\)"):
+            check_compilation_cache()

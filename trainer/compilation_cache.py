@@ -10,10 +10,14 @@ and it is checked against the HLO when read. A later run of the same shapes load
 compiling; another TF version or model simply misses.
 
 What TF does not survive is a damaged file (a disk error, a full disk, a file cut short by hand):
-the run fails with "Read less bytes than requested", naming no file. So `use_compilation_cache`
+the run fails with "Read less bytes than requested", naming no file. So `check_compilation_cache`
 reads every entry's protobuf framing first and removes, with a warning naming it, each one that
 does not parse; it is compiled again. (Damage inside an intact frame is beyond what this finds.)
 The directory only grows (tens of kB per kernel); deleting it is always safe.
+
+The directory is an environment variable, not a gin binding: TF reads TF_XLA_FLAGS once, when it
+first lists its devices, and with TensorFlow imported absl's app.run does that before the
+program's main (and its gin parsing) runs. So trainer.main sets the flag when it is imported.
 """
 import os
 
@@ -21,41 +25,51 @@ from absl import logging
 
 from data_pipeline.errors import UserError
 
+ENV = "ULMFIT_XLA_CACHE_DIR"
 _FLAGS = "TF_XLA_FLAGS"
 _DIRECTORY_FLAG = "--tf_xla_persistent_cache_directory"
 
 
-def default_directory() -> str:
-    """$XDG_CACHE_HOME/ulmfit_tf2/xla (~/.cache/ulmfit_tf2/xla): one per user and machine."""
+def cache_directory() -> str:
+    """$ULMFIT_XLA_CACHE_DIR if set ('' for no cache), else $XDG_CACHE_HOME/ulmfit_tf2/xla
+    (~/.cache/ulmfit_tf2/xla): one per user and machine."""
+    if ENV in os.environ:
+        return os.environ[ENV]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "ulmfit_tf2", "xla")
 
 
-def use_compilation_cache(directory):
-    """Loads and saves XLA executables in `directory` (local), from the first op on.
+def use_compilation_cache():
+    """Points TF at cache_directory(); call before TensorFlow lists its devices (before
+    absl.app.run). A cache directory the user set in TF_XLA_FLAGS wins. Touches no file."""
+    flags, directory = os.environ.get(_FLAGS, ""), cache_directory()
+    if directory and _DIRECTORY_FLAG not in flags:
+        os.environ[_FLAGS] = f"{flags} {_DIRECTORY_FLAG}={directory}".strip()
 
-    TF reads TF_XLA_FLAGS when it runs its first op, so call this before any runs; a cache
-    directory the user set in TF_XLA_FLAGS wins. Damaged entries are removed first.
-    """
-    flags = os.environ.get(_FLAGS, "")
-    if _DIRECTORY_FLAG in flags:
+
+def check_compilation_cache():
+    """Creates the directory use_compilation_cache chose, and removes damaged entries; call
+    before the first compilation. A directory that cannot be used is a UserError."""
+    directory = cache_directory()
+    if not directory or f"{_DIRECTORY_FLAG}={directory}" not in os.environ.get(_FLAGS, ""):
         return
     if "://" in directory:
-        raise UserError(f"job.xla_cache_dir={directory}: the compilation cache must be a local "
-                        "directory; set one, or None for no cache.")
+        raise UserError(f"{ENV}={directory}: the compilation cache must be a local directory; "
+                        f"set one, or {ENV}= (empty) for no cache.")
     try:
         os.makedirs(directory, exist_ok=True)
         names = sorted(os.listdir(directory))
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(13, "not writable")
     except OSError as e:
-        raise UserError(f"job.xla_cache_dir={directory}: {e.strerror}; set a writable "
-                        "directory, or --gin_param=job.xla_cache_dir=None for no cache.") from None
+        raise UserError(f"{ENV}={directory}: {e.strerror}; set a writable directory, or "
+                        f"{ENV}= (empty) for no cache.") from None
     for name in names:
         path = os.path.join(directory, name)
         if name.endswith(".pb") and not _is_whole_entry(path):
             logging.warning("XLA compilation cache: %s is damaged; removed (its kernel is "
                             "compiled again).", path)
             os.remove(path)
-    os.environ[_FLAGS] = f"{flags} {_DIRECTORY_FLAG}={directory}".strip()
 
 
 def _is_whole_entry(path) -> bool:

@@ -3,6 +3,11 @@ import os
 
 # Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# pylint: disable=wrong-import-position
+from trainer.compilation_cache import check_compilation_cache, use_compilation_cache
+
+# Before absl's app.run, whose first act (with TensorFlow imported) makes TF read TF_XLA_FLAGS.
+use_compilation_cache()
 
 import json
 import tokenize
@@ -14,7 +19,6 @@ import tensorflow as tf
 from data_pipeline.errors import UserError, run_tool
 from trainer import lm_training
 from trainer.allocator import use_bfc_allocator
-from trainer.compilation_cache import default_directory, use_compilation_cache
 from trainer.downstream import classification, tagging
 
 del classification, tagging  # imported for their gin entry points
@@ -33,17 +37,15 @@ def define_gin_flags():
 
 
 @gin.configurable
-def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True,
-        xla_cache_dir=default_directory()):
+def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
     """What a config trains: the language model (default), or e.g. `job.trainer =
     @train_classifier` / `@train_tagger` (trainer/downstream/). `reuse_freed_memory`: TF's CPU
     tensors on the BFC allocator (trainer/allocator.py: faster LM steps on CPU, lower peak RSS
-    than malloc's defaults). `xla_cache_dir`: XLA executables kept there for the next run of
-    the same shapes (trainer/compilation_cache.py; None: compile afresh every run)."""
+    than malloc's defaults). XLA executables are kept on disk for the next run
+    (trainer/compilation_cache.py; the directory is $ULMFIT_XLA_CACHE_DIR)."""
     if reuse_freed_memory:
         use_bfc_allocator()
-    if xla_cache_dir:
-        use_compilation_cache(xla_cache_dir)
+    check_compilation_cache()
     return trainer(model_dir)
 
 
