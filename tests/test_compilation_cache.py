@@ -29,14 +29,19 @@ run_tool(main.main)
 _RESULT = '"result": 194.968'  # 64 entries of 4 tanh(1)
 
 
-def _run(cache, tmp_path, **env):
-    """(stdout+stderr) of one process that XLA-compiles a kernel as trainer.main's job."""
-    out = subprocess.run(
+def _process(cache, tmp_path, **env):
+    """One process that XLA-compiles a kernel as trainer.main's job, run to its end."""
+    return subprocess.run(
         [sys.executable, "-c", _SCRIPT, "--gin_param=job.trainer=@compiled",
-         f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True, check=True,
+         f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True,
         env={**os.environ, "TF_XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "0",
              "TF_CPP_VMODULE": "device_executable_persistor=1", ENV: cache, **env})
-    assert _RESULT in out.stdout, out.stdout
+
+
+def _run(cache, tmp_path, **env):
+    """(stdout+stderr) of a _process that must succeed."""
+    out = _process(cache, tmp_path, **env)
+    assert out.returncode == 0 and _RESULT in out.stdout, out.stdout + out.stderr
     return out.stdout + out.stderr
 
 
@@ -77,7 +82,8 @@ def test_a_cache_dir_the_user_set_in_tf_xla_flags_wins(tmp_path):
     assert len(_entries(theirs)) == 1 and not os.path.exists(ours)
 
 
-def test_an_unusable_cache_dir_is_one_error_naming_the_variable(tmp_path, monkeypatch):
+def test_an_unusable_cache_dir_is_one_error_naming_the_variable_and_its_advice_works(
+        tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     for directory, error in ((str(blocker / "xla"), "Not a directory; set a writable directory"),
@@ -86,3 +92,8 @@ def test_an_unusable_cache_dir_is_one_error_naming_the_variable(tmp_path, monkey
         monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={directory}")
         with pytest.raises(UserError, match=f"{ENV}={directory}: .*{error}.*{ENV}= \\(empty\\)"):
             check_compilation_cache()
+    # From the command line: one error line, exit status 1; then the advice, no cache.
+    out = _process(str(blocker / "xla"), tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {ENV}={blocker / 'xla'}: ")
+    assert "Loading cached entry" not in _run("", tmp_path)
