@@ -111,6 +111,8 @@ def worker(kind):
     """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
     ours = kind.startswith("ours")
     if ours:  # imported here: the fastai workers' RSS holds no TensorFlow
+        # TensorFlow as trainer.main imports it.
+        import data_pipeline.lean_tensorflow  # pylint: disable=g-import-not-at-top,unused-import
         from trainer import allocator  # pylint: disable=g-import-not-at-top
         allocator.use_bfc_allocator()
     elif kind == "fastai_tuned":

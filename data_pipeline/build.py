@@ -9,6 +9,7 @@ command finishes only what is missing, and rerunning it over a complete director
 `--repair` re-encodes the shards of a complete directory that are missing or fail their sha256,
 with the settings its manifest recorded.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import os
 
 # Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.

@@ -11,6 +11,7 @@
 Splits are those of `builtin:pydocs` (by module), so a language model pretrained on the pydocs
 train split has never read a valid or test example.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import collections
 import json
 import os

@@ -233,6 +233,12 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
 
     signature = (tf.TensorSpec([None, None], tf.int32),
                  tf.TensorSpec([None, None] if per_token else [None], tf.int32))
+    # Two batches ahead, and no autotuning: with it, deleting an epoch's iterator (Keras makes
+    # one per epoch) waited for tf.data's autotuning thread to wake up, whose sleep doubles up
+    # to a minute: 7-20 s stalls before some epochs' first batch (seen in gdb: the iterator's
+    # destructor waiting on Model::OptimizeLoop). There is nothing here for it to tune.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return tf.data.Dataset.from_generator(epoch, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(batches)  # so Keras knows an epoch's steps
-    ).prefetch(tf.data.AUTOTUNE)
+    ).prefetch(2).with_options(options)

@@ -52,3 +52,24 @@ def test_gradient_reaches_raw_kernel_through_a_dropped_one():
     fused = loss(lambda *a: lstm_sequence(*a, implementation="fused"))
     np.testing.assert_allclose(fused, loss(reference_lstm), rtol=1e-5, atol=1e-6)
     assert (fused.numpy()[mask.numpy() == 0] == 0).all()  # dropped weights get no gradient
+
+
+def test_a_closed_backprop_gate_gives_zero_gradients_and_an_open_one_the_full_gradients():
+    case = _case(3, 7, 5, 4, seed=3)
+    gate = tf.Variable(True)
+
+    @tf.function  # one trace, both states of the gate
+    def run(*case):
+        return _outputs_and_gradients(
+            lambda *a: lstm_sequence(*a, implementation="fused", backprop=gate.read_value()), case)
+
+    (out, _, _), grads = run(*case)
+    (ref_out, _, _), ref_grads = _outputs_and_gradients(reference_lstm, case)
+    np.testing.assert_allclose(out, ref_out, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    gate.assign(False)
+    (closed_out, _, _), closed_grads = run(*case)
+    np.testing.assert_allclose(closed_out, ref_out, atol=1e-6)  # the forward pass is the same
+    assert all(not np.any(g.numpy()) for g in closed_grads)
+    assert run.experimental_get_tracing_count() == 1

@@ -17,6 +17,7 @@ weights and an export gives them back while the summed bias is unchanged (an exa
 after training, bias_ih carries the change. .pth files need torch (the [fastai] extra); .npz
 files of the same names do not.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import io
 import os
 import re

@@ -17,6 +17,7 @@ Calling the loaded object (or a tensorflow_hub.KerasLayer of it) runs string_enc
 states. With --fixed_seq_len, `time` is that length (longer texts are cut); otherwise it is the
 longest text of the batch. The directory appears complete or not at all.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import os
 
 # Before TensorFlow loads: keep its C++ INFO lines out of the output.

@@ -12,6 +12,7 @@ A backward LM (train_lm.backwards) writes what comes before the prompt: it reads
 reversed and samples pieces right to left, so the prompt ends the text; BOS plays EOS's part
 (the start of the document is where a backward LM's document ends).
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 from absl import flags
 import numpy as np
 import tensorflow as tf

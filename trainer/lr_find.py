@@ -12,6 +12,7 @@ It never touches a run: the job runs in a temporary directory that is deleted af
 plot needs matplotlib: pip install -e '.[plot]'. The recorded steps go to OUTPUT.json beside the
 plot.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import os
 
 # Before TensorFlow loads: keep its C++ INFO lines out of the output.

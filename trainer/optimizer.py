@@ -34,6 +34,10 @@ class FastaiAdam(keras.optimizers.Optimizer):
         self.epsilon = epsilon
         self.gradients_reduced = gradients_reduced
         self.lr_factors = dict(lr_factors or {})  # variable path -> factor, default 1
+        # Variable path -> callable returning a scalar bool tensor: while False, a step leaves
+        # that variable, its moments and its step count alone (a frozen layer group; see
+        # trainer/fine_tuning.py). Set at run time, never saved.
+        self.update_if = {}
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)  # summed before clipping (or by the caller)
@@ -92,11 +96,14 @@ class FastaiAdam(keras.optimizers.Optimizer):
         scalars = [learning_rate * self._factor(variable), decay, self.current_beta_1(),
                    self.beta_2, step + 1, self.epsilon]
         state = (variable, grad_avg, sqr_avg)
+        tracked = self._trainable_variables[index]  # Keras', where `variable` may be TF's
+        gate = self.update_if.get(getattr(tracked, "path", tracked.name))
+        update = tf.convert_to_tensor(gate() if gate else True)
         new_values = _adam_step(gradient, *[tf.convert_to_tensor(v) for v in state],
-                                *[ops.cast(x, dtype) for x in scalars])
+                                *[ops.cast(x, dtype) for x in scalars], update)
         for target, value in zip(state, new_values):
             self.assign(target, value)
-        self.assign_add(step, 1.0)
+        self.assign_add(step, ops.cast(update, step.dtype))
 
     def get_config(self):
         beta_1 = self.beta_1
@@ -108,17 +115,20 @@ class FastaiAdam(keras.optimizers.Optimizer):
 
 
 @tf.function(jit_compile=True)
-def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step, epsilon):
-    """fastai's decoupled weight decay then Adam step -> (param, grad_avg, sqr_avg).
+def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step, epsilon,
+               update):
+    """fastai's decoupled weight decay then Adam step -> (param, grad_avg, sqr_avg), or the
+    three unchanged where `update` is False.
 
     One XLA kernel: one pass over each buffer instead of one per elementwise op.
     """
-    param = param - param * decay * lr
-    grad_avg = mom * grad_avg + (1 - mom) * gradient
-    sqr_avg = sqr_mom * sqr_avg + (1 - sqr_mom) * tf.square(gradient)
+    new_param = param - param * decay * lr
+    new_grad_avg = mom * grad_avg + (1 - mom) * gradient
+    new_sqr_avg = sqr_mom * sqr_avg + (1 - sqr_mom) * tf.square(gradient)
     debias1, debias2 = 1 - tf.pow(mom, step), 1 - tf.pow(sqr_mom, step)
-    param = param - lr / debias1 * grad_avg / (tf.sqrt(sqr_avg / debias2) + epsilon)
-    return param, grad_avg, sqr_avg
+    new_param -= lr / debias1 * new_grad_avg / (tf.sqrt(new_sqr_avg / debias2) + epsilon)
+    return tuple(tf.where(update, new, old) for new, old in (
+        (new_param, param), (new_grad_avg, grad_avg), (new_sqr_avg, sqr_avg)))
 
 
 # fastai's wd_bn_bias=False: no weight decay on BatchNorm's gamma and beta, nor on the biases

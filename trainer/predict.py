@@ -11,6 +11,7 @@ Output (JSONL, one line per input, written when complete): {"label", "scores": {
 or {"words", "tags"}. When every JSONL input also has its answer ("label", or "tags" one per
 token), the accuracy (classifier) or span F1 (tagger) against it is printed too.
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import json
 import os
 

@@ -83,9 +83,9 @@ def _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel):
     return dh0, dc0, dz, tf.reduce_sum(dz, [0, 2])
 
 
-@tf.custom_gradient
-def _fused_recurrence(projected, bias, h0, c0, recurrent_kernel):
-    """projected [time, 4 units, batch] = x @ kernel -> (hs [time, units, batch], h, c)."""
+def _recurrence(projected, bias, h0, c0, recurrent_kernel):
+    """projected [time, 4 units, batch] = x @ kernel -> ((hs [time, units, batch], h, c),
+    the gradient function: (d hs, d h, d c) -> d (projected, bias, h0, c0, recurrent_kernel))."""
     # The gradient below is complete; a tape watching the XLA loop would ask it for
     # intermediates it cannot hand out (TensorLists do not cross the XLA boundary).
     hs, cs, gates = _forward(
@@ -102,10 +102,30 @@ def _fused_recurrence(projected, bias, h0, c0, recurrent_kernel):
     return (hs, hs[-1], cs[-1]), gradient
 
 
-def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
-    projected = tf.einsum("btd,dg->tgb", inputs, kernel)
-    hs, h, c = _fused_recurrence(projected, tf.convert_to_tensor(bias), tf.transpose(h0),
-                                 tf.transpose(c0), tf.convert_to_tensor(recurrent_kernel))
+def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop=None):
+    """See lstm_sequence; h0, c0 [batch, units]."""
+
+    @tf.custom_gradient
+    def layer(inputs, kernel, bias, h0, c0, recurrent_kernel):
+        projected = tf.einsum("btd,dg->tgb", tf.stop_gradient(inputs), tf.stop_gradient(kernel))
+        outputs, recurrence_gradient = _recurrence(projected, bias, h0, c0, recurrent_kernel)
+
+        def gradient(*output_gradients):
+            def computed():
+                dz, *rest = recurrence_gradient(*output_gradients)
+                return (tf.einsum("tgb,dg->btd", dz, kernel), tf.einsum("btd,tgb->dg", inputs, dz),
+                        *rest)
+
+            if backprop is None:
+                return computed()
+            # Skipped, the gradient is all zeros: what a frozen layer above frozen ones gets.
+            return tf.cond(backprop, computed, lambda: tuple(tf.zeros_like(t) for t in (
+                inputs, kernel, bias, h0, c0, recurrent_kernel)))
+
+        return outputs, gradient
+
+    hs, h, c = layer(inputs, *[tf.convert_to_tensor(t) for t in (kernel, bias)],
+                     tf.transpose(h0), tf.transpose(c0), tf.convert_to_tensor(recurrent_kernel))
     return tf.transpose(hs, [2, 0, 1]), tf.transpose(h), tf.transpose(c)
 
 
@@ -116,12 +136,18 @@ def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
     return outputs, h, c
 
 
-def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation=None):
-    """inputs [batch, time, in] -> (outputs [batch, time, units], last h, last c)."""
+def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation=None,
+                  backprop=None):
+    """inputs [batch, time, in] -> (outputs [batch, time, units], last h, last c).
+
+    `backprop`: a scalar bool tensor; while it is False the fused kernel skips its backward
+    pass and returns zero gradients (frozen layers, without tracing the step anew). cuDNN
+    ignores it and computes the gradients anyway.
+    """
     implementation = implementation or select_implementation(gpu_available(), in_xla_context())
     if implementation == "cudnn":
         try:
             return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
         except NotImplementedError:  # Keras found no usable cuDNN op after all
             pass
-    return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
+    return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop)

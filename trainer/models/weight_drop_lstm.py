@@ -75,6 +75,9 @@ class WeightDropLSTM(keras.layers.Layer):
     Its weights live in a `WeightDropLSTMCell`, laid out as Keras' LSTM lays them out.
     `call(inputs, (h, c), training, seed)` returns (outputs, (h, c)); `seed` ([2] int) draws
     this batch's mask and is required when training with weight_dropout > 0.
+    `backprop_if`: None, or a callable returning a scalar bool tensor; while it is False, the
+    layer's gradients are zeros and its backward pass is skipped (gradual unfreezing freezes
+    layers this way without tracing the train step anew: see trainer/fine_tuning.py).
     """
 
     def __init__(self, units, weight_dropout=0.0, **kwargs):
@@ -82,6 +85,7 @@ class WeightDropLSTM(keras.layers.Layer):
         self.units = units
         self.weight_dropout = weight_dropout
         self.cell = WeightDropLSTMCell(units, weight_dropout, name="cell")
+        self.backprop_if = None
 
     def build(self, input_shape):
         self.cell.build((input_shape[0], input_shape[-1]))
@@ -92,8 +96,9 @@ class WeightDropLSTM(keras.layers.Layer):
             if seed is None:
                 raise ValueError(f"{self.name}: training with weight_dropout needs a mask seed.")
             recurrent_kernel = self.cell.dropped_recurrent_kernel(seed)
+        backprop = self.backprop_if() if training and self.backprop_if else None
         outputs, h, c = lstm_sequence(inputs, initial_state[0], initial_state[1], self.cell.kernel,
-                                      recurrent_kernel, self.cell.bias)
+                                      recurrent_kernel, self.cell.bias, backprop=backprop)
         return outputs, (h, c)
 
     def get_config(self):
