@@ -163,6 +163,23 @@ def test_the_course_recipe_runs_a_one_cycle_per_stage_from_fresh_adam_state():
     assert math.isclose(float(adam.learning_rate), 5e-3 / 1e5, rel_tol=1e-3)  # its cycle's end
 
 
+def test_a_fit_that_raises_leaves_every_group_training():
+    model = tiny_classifier(num_layers=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("stopped")
+    with pytest.raises(RuntimeError, match="stopped"):
+        fit_recipe(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), train,
+                   train, 2, 2, callbacks=[Stop()])  # stopped while only the head trains
+    rnns = layer_groups(model)[1:-1]
+    assert all(layer.backprop_if is None for group in rnns for layer in group)
+    assert model.optimizer.update_if == {}
+
+
 def test_a_killed_fine_tuning_run_goes_on_from_its_last_epoch(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)

@@ -78,8 +78,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._set_gates(True)
 
+    def remove_gates(self):
+        """Every group trains again, in later fits too; also after a fit that raised."""
+        if self.model is not None:  # None: the fit raised before it began
+            self._set_gates(False)
+
     def on_train_end(self, logs=None):
-        self._set_gates(False)
+        self.remove_gates()
 
     def on_epoch_begin(self, epoch, logs=None):
         count = self._count(epoch)
@@ -118,7 +123,8 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
                        lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
-    callbacks = [GradualUnfreezing(groups, plan, clear_state_on_unfreeze), *callbacks]
+    unfreezing = GradualUnfreezing(groups, plan, clear_state_on_unfreeze)
+    callbacks = [unfreezing, *callbacks]
     if tokens_per_epoch:
         callbacks.append(TokensPerSecond(tokens_per_epoch))
     initial_epoch = 0
@@ -126,9 +132,12 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
         checkpoints = EpochCheckpoints(model, adam, os.path.join(model_dir, "resume"))
         initial_epoch = checkpoints.restore(steps_per_epoch)
         callbacks += [checkpoints, keras.callbacks.TensorBoard(model_dir, update_freq=10)]
-    return model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
-                     initial_epoch=initial_epoch, shuffle=False,
-                     verbose=2)  # `train` reshuffles itself
+    try:
+        return model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
+                         initial_epoch=initial_epoch, shuffle=False,
+                         verbose=2)  # `train` reshuffles itself
+    finally:
+        unfreezing.remove_gates()
 
 
 class EpochCheckpoints(keras.callbacks.Callback):
