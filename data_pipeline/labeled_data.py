@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from data_pipeline.errors import CorpusError
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece, model_ids
+from data_pipeline.untuned import untuned
 
 IGNORE = -1
 _TAGGING_SUFFIXES = (".tsv", ".conll", ".txt")
@@ -233,12 +234,6 @@ def labelled_dataset(ids, targets, batch_size, target_pad=None, shuffle_seed=Non
 
     signature = (tf.TensorSpec([None, None], tf.int32),
                  tf.TensorSpec([None, None] if per_token else [None], tf.int32))
-    # Two batches ahead, and no autotuning: with it, deleting an epoch's iterator (Keras makes
-    # one per epoch) waited for tf.data's autotuning thread to wake up, whose sleep doubles up
-    # to a minute: 7-20 s stalls before some epochs' first batch (seen in gdb: the iterator's
-    # destructor waiting on Model::OptimizeLoop). There is nothing here for it to tune.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return tf.data.Dataset.from_generator(epoch, output_signature=signature).apply(
+    return untuned(tf.data.Dataset.from_generator(epoch, output_signature=signature).apply(
         tf.data.experimental.assert_cardinality(batches)  # so Keras knows an epoch's steps
-    ).prefetch(2).with_options(options)
+    ).prefetch(2))

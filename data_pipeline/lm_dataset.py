@@ -35,6 +35,7 @@ from absl import logging
 from data_pipeline.errors import SettingError
 from data_pipeline.manifest import Manifest, check_shard_sizes, load_manifest
 from data_pipeline.shards import parse_ids
+from data_pipeline.untuned import untuned
 
 _WARN_BYTES = 2**30
 _PARSE_RECORDS = 256
@@ -168,8 +169,8 @@ def lm_dataset(manifest, split: str, batch_size: int, bptt: int, input_context=N
         row_batches, cycle_length=batch_size, block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = rows.batch(batch_size, drop_remainder=True)
-    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
-        tf.data.AUTOTUNE)
+    return untuned(batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(
+        tf.data.AUTOTUNE))
 
 
 def worker_lm_dataset(manifest, split: str, batch_size: int, bptt: int,
