@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from lstm_reference import reference_lstm
-from trainer.models.lstm_kernel import lstm_sequence
+from trainer.models.lstm_kernel import batch_shards, lstm_sequence
 
 
 def _case(batch, time, inputs, units, seed):
@@ -38,6 +38,34 @@ def test_fused_kernel_matches_autodiff_of_the_reference(batch, time, inputs, uni
     names = ["inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
     for name, a, b in zip(names, grads, ref_grads):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_batch_slices_run_side_by_side_give_the_whole_batch_outputs_and_gradients(shards):
+    case = _case(6, 9, 5, 4, seed=shards)
+    gate = tf.Variable(True)
+    sliced = tf.function(lambda *a: _outputs_and_gradients(lambda *b: lstm_sequence(
+        *b, implementation="fused", shards=shards, backprop=gate.read_value()), a))
+    (out, h, c), grads = sliced(*case)
+    (ref_out, ref_h, ref_c), ref_grads = _outputs_and_gradients(reference_lstm, case)
+    for a, b in [(out, ref_out), (h, ref_h), (c, ref_c)]:
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    gate.assign(False)
+    assert all(not np.any(g.numpy()) for g in sliced(*case)[1])
+    ops = {op.type for op in sliced.get_concrete_function(*case).graph.get_operations()}
+    assert "Split" in ops  # the batch was in fact cut
+
+
+def test_the_batch_is_cut_evenly_once_per_core_into_slices_of_16_rows_or_more():
+    assert batch_shards(32, cores=2) == 2
+    assert batch_shards(31, cores=2) == 1  # uneven slices would be compiled twice
+    assert batch_shards(24, cores=2) == 1  # 12 rows a slice are too few
+    assert batch_shards(64, cores=8) == 4
+    assert batch_shards(48, cores=8) == 3
+    assert batch_shards(None, cores=2) == 1  # a batch of unknown size runs whole
+    assert batch_shards(256, cores=1) == 1
 
 
 def test_gradient_reaches_raw_kernel_through_a_dropped_one():

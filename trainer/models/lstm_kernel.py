@@ -9,8 +9,12 @@ recurrent kernel and still get the fast kernel. The choice is explicit (`select_
          loop carries only dh and dc, and the recurrent weight gradient is ONE matmul of all
          previous hidden states against all gate gradients instead of one per time step.
          The loops hold h as [units, batch] (see _forward), the shape XLA's CPU dot runs fastest.
+         An XLA loop runs on one core, so the batch is cut into one slice per core
+         (`batch_shards`) and the slices' loops run side by side as separate ops.
 Gate order is Keras' (i, f, c, o), the same as PyTorch's (i, f, g, o).
 """
+import os
+
 import tensorflow as tf
 from keras.src import backend as keras_backend  # the entry keras.layers.LSTM uses for cuDNN
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
@@ -129,6 +133,18 @@ def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop=None):
     return tf.transpose(hs, [2, 0, 1]), tf.transpose(h), tf.transpose(c)
 
 
+def batch_shards(batch, cores=None) -> int:
+    """How many equal slices of a batch of `batch` rows (None: unknown) the fused kernel runs
+    side by side: one per core, at least 16 rows each, and only an even split, so that every
+    slice has the shape of the others (one XLA compilation). Measured on 2 cores only: batch 32,
+    hidden 256, 128 steps, a layer's forward + backward 1.3-1.6x faster than one loop (the
+    tagger's whole train step 1.1-1.15x); 4 slices on 2 cores were slower than 2.
+    """
+    cores = cores or len(os.sched_getaffinity(0))
+    most = min(cores, (batch or 0) // 16)
+    return max([n for n in range(2, most + 1) if batch % n == 0], default=1)
+
+
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
     _, outputs, (h, c) = keras_backend.lstm(
         inputs, h0, c0, None, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
@@ -137,12 +153,14 @@ def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
 
 
 def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation=None,
-                  backprop=None):
+                  backprop=None, shards=None):
     """inputs [batch, time, in] -> (outputs [batch, time, units], last h, last c).
 
     `backprop`: a scalar bool tensor; while it is False the fused kernel skips its backward
     pass and returns zero gradients (frozen layers, without tracing the step anew). cuDNN
-    ignores it and computes the gradients anyway.
+    ignores it and computes the gradients anyway. `shards`: slices of the batch the fused
+    kernel runs side by side (default `batch_shards`; 1 inside an XLA cluster, where ops run
+    one at a time).
     """
     implementation = implementation or select_implementation(gpu_available(), in_xla_context())
     if implementation == "cudnn":
@@ -150,4 +168,8 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
             return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
         except NotImplementedError:  # Keras found no usable cuDNN op after all
             pass
-    return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop)
+    if shards is None:
+        shards = 1 if in_xla_context() else batch_shards(inputs.shape[0])
+    parts = [_fused_lstm(x, h, c, kernel, recurrent_kernel, bias, backprop) for x, h, c in zip(
+        tf.split(inputs, shards), tf.split(h0, shards), tf.split(c0, shards))]
+    return tuple(tf.concat(part, 0) for part in zip(*parts)) if shards > 1 else parts[0]
