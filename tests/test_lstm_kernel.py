@@ -1,10 +1,13 @@
 """The fused LSTM kernel: outputs and gradients equal autodiff of the plain equations."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from lstm_reference import reference_lstm
 from trainer.models.lstm_kernel import batch_shards, lstm_sequence
+from trainer.strategies import make_strategy
 
 
 def _case(batch, time, inputs, units, seed):
@@ -19,9 +22,20 @@ def _outputs_and_gradients(fn, case):
         tape.watch(case)
         outputs, h, c = fn(*case)
         # Distinct weights on every output, so that each one's gradient is checked.
-        weights = tf.random.stateless_normal(outputs.shape, [7, 7])
+        weights = tf.random.stateless_normal(tf.shape(outputs), [7, 7])
         loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(3.0 * h) + tf.reduce_sum(c * c)
     return (outputs, h, c), tape.gradient(loss, case)
+
+
+def _assert_like_the_reference(results, case):
+    """results: ((outputs, h, c), gradients) of a kernel on `case`."""
+    (out, h, c), grads = results
+    (ref_out, ref_h, ref_c), ref_grads = _outputs_and_gradients(reference_lstm, case)
+    for a, b in [(out, ref_out), (h, ref_h), (c, ref_c)]:
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    names = ["inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
+    for name, a, b in zip(names, grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("batch,time,inputs,units", [(1, 1, 3, 2), (3, 7, 5, 4), (4, 20, 6, 9)])
@@ -31,13 +45,7 @@ def test_fused_kernel_matches_autodiff_of_the_reference(batch, time, inputs, uni
     fused = lambda *a: lstm_sequence(*a, implementation="fused")
     if compiled:  # inside a jit_compile'd step, as on TPU
         fused = tf.function(fused, jit_compile=True)
-    (out, h, c), grads = _outputs_and_gradients(fused, case)
-    (ref_out, ref_h, ref_c), ref_grads = _outputs_and_gradients(reference_lstm, case)
-    for a, b in [(out, ref_out), (h, ref_h), (c, ref_c)]:
-        np.testing.assert_allclose(a, b, atol=1e-6)
-    names = ["inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"]
-    for name, a, b in zip(names, grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+    _assert_like_the_reference(_outputs_and_gradients(fused, case), case)
 
 
 @pytest.mark.parametrize("shards", [2, 3])
@@ -46,16 +54,24 @@ def test_batch_slices_run_side_by_side_give_the_whole_batch_outputs_and_gradient
     gate = tf.Variable(True)
     sliced = tf.function(lambda *a: _outputs_and_gradients(lambda *b: lstm_sequence(
         *b, implementation="fused", shards=shards, backprop=gate.read_value()), a))
-    (out, h, c), grads = sliced(*case)
-    (ref_out, ref_h, ref_c), ref_grads = _outputs_and_gradients(reference_lstm, case)
-    for a, b in [(out, ref_out), (h, ref_h), (c, ref_c)]:
-        np.testing.assert_allclose(a, b, atol=1e-6)
-    for a, b in zip(grads, ref_grads):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    _assert_like_the_reference(sliced(*case), case)
     gate.assign(False)
     assert all(not np.any(g.numpy()) for g in sliced(*case)[1])
     ops = {op.type for op in sliced.get_concrete_function(*case).graph.get_operations()}
     assert "Split" in ops  # the batch was in fact cut
+
+
+@pytest.mark.parametrize("batch", [5, 1])  # uneven slices; a slice of no rows
+def test_a_batch_of_unknown_size_is_cut_at_run_time(batch):
+    case = _case(batch, 4, 3, 2, seed=batch)
+    signature = [tf.TensorSpec([None, *t.shape[1:]]) if k < 3 else tf.TensorSpec(t.shape)
+                 for k, t in enumerate(case)]
+    run = tf.function(lambda *a: _outputs_and_gradients(
+        lambda *b: lstm_sequence(*b, implementation="fused", shards=2), a),
+        input_signature=signature)
+    _assert_like_the_reference(run(*case), case)
+    ops = {op.type for op in run.get_concrete_function().graph.get_operations()}
+    assert "SplitV" in ops
 
 
 def test_the_batch_is_cut_evenly_once_per_core_into_slices_of_16_rows_or_more():
@@ -64,8 +80,15 @@ def test_the_batch_is_cut_evenly_once_per_core_into_slices_of_16_rows_or_more():
     assert batch_shards(24, cores=2) == 1  # 12 rows a slice are too few
     assert batch_shards(64, cores=8) == 4
     assert batch_shards(48, cores=8) == 3
-    assert batch_shards(None, cores=2) == 1  # a batch of unknown size runs whole
+    assert batch_shards(None, cores=2) == 2  # unknown: cut at run time, see below
     assert batch_shards(256, cores=1) == 1
+
+
+def test_the_replicas_of_a_strategy_on_one_machine_share_its_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert batch_shards(None) == cores
+    with make_strategy("mirrored", cpu_replicas=2).scope():
+        assert batch_shards(None) == max(1, cores // 2)
 
 
 def test_gradient_reaches_raw_kernel_through_a_dropped_one():

@@ -4,6 +4,7 @@ from unittest import mock
 import pytest
 import tensorflow as tf
 
+from data_pipeline.untuned import untuned
 from trainer import strategies
 from trainer.strategies import make_strategy
 
@@ -16,6 +17,18 @@ def test_one_device_and_mirrored_on_cpus():
         ["device:CPU:0", "device:CPU:1"]
     with pytest.raises(ValueError, match="make_strategy.kind='gpu' is not one of"):
         make_strategy("gpu")
+
+
+def test_one_device_iterates_the_dataset_itself_with_its_options():
+    """No MultiDeviceIterator, whose own pipeline would run tf.data's autotuning thread (its
+    iterators then waited seconds to be deleted): what the strategy hands the trainer is the
+    dataset, tuned or not as it was made."""
+    dataset = untuned(tf.data.Dataset.range(6).batch(2))
+    distributed = make_strategy("one_device").experimental_distribute_dataset(dataset)
+    assert distributed is dataset and not distributed.options().autotune.enabled
+    assert [list(b.numpy()) for b in distributed] == [[0, 1], [2, 3], [4, 5]]
+    pinned = make_strategy("one_device", devices=["/cpu:0"])
+    assert isinstance(pinned, tf.distribute.OneDeviceStrategy)
 
 
 @pytest.mark.parametrize("tpu, connects", [("local", False), ("my-tpu", True)])

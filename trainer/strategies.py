@@ -38,7 +38,7 @@ def _tpu_strategy(tpu):
 
 def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     """kind:
-      one_device    `devices[0]`, default the first GPU, else the CPU.
+      one_device    `devices[0]`, default the first GPU, else the CPU (TF's default strategy).
       mirrored      `devices`, default every GPU; with no GPU, `cpu_replicas` logical CPUs.
       multi_worker  MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG variable.
       tpu           TPUStrategy: `tpu='local'` on a TPU VM, or a TPU's name (needs [tpu] extra).
@@ -49,7 +49,15 @@ def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     # which logical CPUs can no longer be made.
     gpus = [f"/gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
     if kind == "one_device":
-        return tf.distribute.OneDeviceStrategy((devices or gpus or ["/cpu:0"])[0])
+        if not devices:
+            # TensorFlow's default strategy, on the same device (the first GPU, else the CPU),
+            # hands Keras and the LM trainer their datasets as they are. OneDeviceStrategy feeds
+            # them through a MultiDeviceIterator, whose own pipeline runs tf.data's autotuning
+            # thread whatever the dataset's options (data_pipeline/untuned.py): an epoch's
+            # iterator then took 7-20 s to delete, in some runs (gdb: RootDataset::Iterator's
+            # destructor waiting for that thread).
+            return tf.distribute.get_strategy()
+        return tf.distribute.OneDeviceStrategy(devices[0])
     if kind == "mirrored":
         devices = devices or gpus or (logical_cpus(cpu_replicas) if cpu_replicas else None)
         on_cpus = devices is not None and all("CPU" in d.upper() for d in devices)

@@ -96,7 +96,7 @@ def _recurrence(projected, bias, h0, c0, recurrent_kernel):
         *[tf.stop_gradient(t) for t in (projected, bias, h0, c0, recurrent_kernel)])
 
     def gradient(d_hs, dh_last, dc_last):
-        d_hs = tf.tensor_scatter_nd_add(d_hs, [[tf.shape(d_hs)[0] - 1]], dh_last[None])
+        d_hs = tf.concat([d_hs[:-1], d_hs[-1:] + dh_last[None]], 0)
         c_prev = tf.concat([c0[None], cs[:-1]], 0)
         dh0, dc0, dz, d_bias = _backward(d_hs, dc_last, gates, cs, c_prev, recurrent_kernel)
         h_prev = tf.concat([h0[None], hs[:-1]], 0)
@@ -134,15 +134,30 @@ def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop=None):
 
 
 def batch_shards(batch, cores=None) -> int:
-    """How many equal slices of a batch of `batch` rows (None: unknown) the fused kernel runs
-    side by side: one per core, at least 16 rows each, and only an even split, so that every
-    slice has the shape of the others (one XLA compilation). Measured on 2 cores only: batch 32,
-    hidden 256, 128 steps, a layer's forward + backward 1.3-1.6x faster than one loop (the
-    tagger's whole train step 1.1-1.15x); 4 slices on 2 cores were slower than 2.
+    """How many slices of a batch of `batch` rows the fused kernel runs side by side: one per
+    core, the cores shared among the strategy's replicas on this machine. A known batch is cut
+    only evenly and into slices of 16 rows or more, so that every slice has the others' shape
+    (one XLA compilation); a batch of unknown size (None: the classifier's chunks, evaluation's
+    last batch) is cut into one slice per core, of sizes within a row of each other. Measured on 2 cores only: batch 32, hidden 256, 128 steps, a
+    layer's forward + backward 1.3-1.6x faster than one loop (the tagger's whole train step
+    1.1-1.15x); 4 slices on 2 cores were slower than 2.
     """
-    cores = cores or len(os.sched_getaffinity(0))
-    most = min(cores, (batch or 0) // 16)
-    return max([n for n in range(2, most + 1) if batch % n == 0], default=1)
+    if not cores:  # the replicas of a strategy on one machine share its cores
+        replicas = len(tf.distribute.get_strategy().extended.worker_devices) \
+            if tf.distribute.has_strategy() else 1
+        cores = max(1, len(os.sched_getaffinity(0)) // replicas)
+    if batch is None:
+        return cores
+    return max([n for n in range(2, min(cores, batch // 16) + 1) if batch % n == 0], default=1)
+
+
+def _split_batch(tensor, shards):
+    """`shards` slices of `tensor` along its first axis, of sizes within one of each other."""
+    if tensor.shape[0] is not None and tensor.shape[0] % shards == 0:
+        return tf.split(tensor, shards)
+    batch = tf.shape(tensor)[0]
+    sizes = batch // shards + tf.cast(tf.range(shards) < batch % shards, tf.int32)
+    return tf.split(tensor, sizes, num=shards)
 
 
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -170,6 +185,8 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
             pass
     if shards is None:
         shards = 1 if in_xla_context() else batch_shards(inputs.shape[0])
+    if shards == 1:
+        return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop)
     parts = [_fused_lstm(x, h, c, kernel, recurrent_kernel, bias, backprop) for x, h, c in zip(
-        tf.split(inputs, shards), tf.split(h0, shards), tf.split(c0, shards))]
-    return tuple(tf.concat(part, 0) for part in zip(*parts)) if shards > 1 else parts[0]
+        *[_split_batch(t, shards) for t in (inputs, h0, c0)])]
+    return tuple(tf.concat(part, 0) for part in zip(*parts))
