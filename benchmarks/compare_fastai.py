@@ -85,9 +85,10 @@ def _our_step(jit_compile):
     # pylint: disable=g-import-not-at-top
     from trainer.models.language_model import AWDLSTMLanguageModel
     from trainer.optimizer import fastai_adam  # pylint: disable=g-import-not-at-top
+    from trainer.strategies import make_strategy  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    strategy = make_strategy("one_device", devices=["/cpu:0"])
     ids = tf.random.stateless_uniform([FLAGS.batch_size, FLAGS.bptt + 1], [0, 1], 0,
                                       FLAGS.vocab_size, tf.int32)
     batch = (ids[:, :-1], ids[:, 1:])

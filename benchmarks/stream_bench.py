@@ -139,7 +139,8 @@ def model():
     from trainer.lm_task import LanguageModelTask
     from trainer.models.language_model import AWDLSTMLanguageModel
     from trainer.optimizer import fastai_adam
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    from trainer.strategies import make_strategy
+    strategy = make_strategy("one_device", devices=["/cpu:0"])
     batch = tf.random.stateless_uniform([2, FLAGS.batch_size, FLAGS.bptt], [0, 1], 4, VOCAB,
                                         tf.int32)
     with strategy.scope():

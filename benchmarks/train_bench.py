@@ -22,6 +22,7 @@ from data_pipeline.lm_dataset import lm_dataset
 from trainer.lm_task import LanguageModelTask, token_cross_entropy
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import fastai_adam
+from trainer.strategies import make_strategy
 
 flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
@@ -45,7 +46,7 @@ def _time_steps(step, batch, steps):
 
 
 def ours(batch, jit_compile):
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    strategy = make_strategy("one_device", devices=["/cpu:0"])
     with strategy.scope():
         model = AWDLSTMLanguageModel(FLAGS.vocab_size, emb_size=FLAGS.emb_size,
                                      hidden_size=FLAGS.hidden_size)

@@ -138,9 +138,10 @@ def batch_shards(batch, cores=None) -> int:
     core, the cores shared among the strategy's replicas on this machine. A known batch is cut
     only evenly and into slices of 16 rows or more, so that every slice has the others' shape
     (one XLA compilation); a batch of unknown size (None: the classifier's chunks, evaluation's
-    last batch) is cut into one slice per core, of sizes within a row of each other. Measured on 2 cores only: batch 32, hidden 256, 128 steps, a
-    layer's forward + backward 1.3-1.6x faster than one loop (the tagger's whole train step
-    1.1-1.15x); 4 slices on 2 cores were slower than 2.
+    last batch) is cut into one slice per core, of sizes within a row of each other.
+    Measured on 2 cores only: batch 32, hidden 256, 128 steps, a layer's forward + backward
+    1.3-1.6x faster than one loop (the tagger's whole train step 1.1-1.15x); 4 slices on 2
+    cores were slower than 2.
     """
     if not cores:  # the replicas of a strategy on one machine share its cores
         replicas = len(tf.distribute.get_strategy().extended.worker_devices) \
