@@ -152,13 +152,15 @@ def batch_shards(batch, cores=None) -> int:
     return max([n for n in range(2, min(cores, batch // 16) + 1) if batch % n == 0], default=1)
 
 
-def _split_batch(tensor, shards):
-    """`shards` slices of `tensor` along its first axis, of sizes within one of each other."""
-    if tensor.shape[0] is not None and tensor.shape[0] % shards == 0:
-        return tf.split(tensor, shards)
-    batch = tf.shape(tensor)[0]
+def _split_batch(tensors, shards):
+    """Each of `tensors` in `shards` slices along its first axis, of sizes within one of each
+    other. All are cut alike, by the first one's static batch size: a state of known size cut
+    beside inputs of unknown size would give the loops carries of mismatched static shapes."""
+    if tensors[0].shape[0] is not None and tensors[0].shape[0] % shards == 0:
+        return [tf.split(t, shards) for t in tensors]
+    batch = tf.shape(tensors[0])[0]
     sizes = batch // shards + tf.cast(tf.range(shards) < batch % shards, tf.int32)
-    return tf.split(tensor, sizes, num=shards)
+    return [tf.split(t, sizes, num=shards) for t in tensors]
 
 
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
@@ -189,5 +191,5 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
     if shards == 1:
         return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop)
     parts = [_fused_lstm(x, h, c, kernel, recurrent_kernel, bias, backprop) for x, h, c in zip(
-        *[_split_batch(t, shards) for t in (inputs, h0, c0)])]
+        *_split_batch([inputs, h0, c0], shards))]
     return tuple(tf.concat(part, 0) for part in zip(*parts))
