@@ -38,6 +38,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
         # that variable, its moments and its step count alone (a frozen layer group; see
         # trainer/fine_tuning.py). Set at run time, never saved.
         self.update_if = {}
+        self._step_beta_1 = None  # this step's beta_1 while the step is traced
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)  # summed before clipping (or by the caller)
@@ -83,6 +84,16 @@ class FastaiAdam(keras.optimizers.Optimizer):
     def current_beta_1(self):
         return self.beta_1(self.iterations) if callable(self.beta_1) else self.beta_1
 
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # One beta_1 per step, as Keras computes one learning rate: a schedule evaluated for
+        # each variable took ~1 s of the classifier's trace (and ran its ops every step).
+        self._step_beta_1 = self.current_beta_1()
+        try:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars,
+                                                        learning_rate)
+        finally:
+            self._step_beta_1 = None
+
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         # An embedding lookup's gradient comes as IndexedSlices with one slice per occurrence;
@@ -93,7 +104,8 @@ class FastaiAdam(keras.optimizers.Optimizer):
         grad_avg, sqr_avg = self._grad_averages[index], self._square_averages[index]
         step = self._steps[index]
         decay = (self.weight_decay or 0.0) if self._use_weight_decay(variable) else 0.0
-        scalars = [learning_rate * self._factor(variable), decay, self.current_beta_1(),
+        beta_1 = self.current_beta_1() if self._step_beta_1 is None else self._step_beta_1
+        scalars = [learning_rate * self._factor(variable), decay, beta_1,
                    self.beta_2, step + 1, self.epsilon]
         state = (variable, grad_avg, sqr_avg)
         tracked = self._trainable_variables[index]  # Keras', where `variable` may be TF's
