@@ -14,7 +14,6 @@ import numpy as np
 from data_pipeline import labeled_data as data
 from data_pipeline.errors import UserError
 from data_pipeline.sources import SPLITS
-from data_pipeline.tokenizer import SPECIAL_IDS
 from trainer import configurables
 from trainer.downstream.saved_run import describe, save_run
 from trainer.models.config import downstream_config
@@ -25,10 +24,15 @@ from trainer.ulmfit_tagger import tagger_head
 
 
 def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
-    """Per-word tag strings of each row of `ids`, read off each word's first piece. Rows are
-    right-padded to the longest: padding after a text never changes its states."""
-    padded = keras.utils.pad_sequences(ids, padding="post", value=SPECIAL_IDS["pad"])
-    pieces = np.argmax(model.predict(padded, batch_size=batch_size, verbose=0), -1)
+    """Per-word tag strings of each row of `ids`, read off each word's first piece. Rows go in
+    evaluation's batches of similar lengths (each row's index rides along as its target): the
+    shapes validation already compiled. Every row padded to the longest took 2.6 s for the
+    demo task's 780 test sentences (new shapes, 10x the padding); padding after a text never
+    changes its states."""
+    pieces = [None] * len(ids)
+    for x, rows in data.labelled_dataset(ids, list(range(len(ids))), batch_size):
+        for row, predicted in zip(rows.numpy(), np.argmax(model.predict_on_batch(x), -1)):
+            pieces[row] = predicted
     return [[vocabulary[p] for p in data.word_predictions(row, starts)]
             for row, starts in zip(pieces, word_starts)]
 
