@@ -1,7 +1,10 @@
 """Which allocator serves TensorFlow's CPU tensors in a training process.
 
-By default TensorFlow takes every CPU tensor's buffer from malloc. glibc serves large blocks
-(above its mmap threshold, at most 32 MB) with a fresh mmap and returns them with munmap, so a
+By default TensorFlow takes every CPU tensor's buffer from malloc (except where it turns its
+oneDNN ops on, TF_ENABLE_ONEDNN_OPTS: on an AVX-512 EPYC with VNNI/BF16 it did, and its CPU
+allocator then pooled freed memory as BFC does; on the AVX2-only EPYC of earlier sessions it did
+not). glibc serves large blocks (above its mmap threshold, at most 32 MB) with a fresh mmap
+and returns them with munmap, so a
 train step whose logits, activations and gradients are tens of MB page-faults its whole working
 set in again, every step: the AWD-LSTM LM step spent about a quarter of its time there. TF's
 BFC allocator (the one it uses on GPUs; on the CPU behind TF_CPU_ALLOCATOR_USE_BFC) keeps what a
