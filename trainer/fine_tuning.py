@@ -109,6 +109,9 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     position and unfreezing stage), and a finished run trains no further. The resumed epochs see
     the data in another order and draw other dropout masks than an uninterrupted run would.
     `callbacks`: more Keras callbacks for the fit (e.g. the learning-rate finder's).
+    `metrics`: Keras metric objects, not names: under TF's default strategy (one device) Keras
+    resolves a name inside the train step's first trace, and the metric variables made there
+    make it trace the step a second time.
     """
     groups = layer_groups(model)
     factors = discriminative_lr_factors(groups, discriminative_factor or 1.0)

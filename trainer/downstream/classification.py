@@ -54,9 +54,7 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
             model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             dataset("train", seed), dataset("valid"), epochs,
             data.train_steps(len(train_ids), batch_size, files["train"]),
-            # An object, not "accuracy": Keras resolves a name inside the first trace
-            # of the train step, and the variables it creates there trace the step again.
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],  # see fit_recipe
             model_dir=model_dir,
             tokens_per_epoch=sum(map(len, train_ids)))
     metrics = {"labels": vocabulary, "from_scratch": from_scratch, "backwards": backwards}
