@@ -5,11 +5,21 @@ from setuptools import find_packages, setup
 # imports pkg_resources, which setuptools 81 removed. torch requires setuptools>=77 and would
 # otherwise take the newest, so every extra that can bring torch keeps the same cap.
 SETUPTOOLS = "setuptools<81"
-HUB = ["tensorflow-hub>=0.16.1,<0.17", "tf-keras>=2.21,<2.22", SETUPTOOLS]
+HUB = ["tensorflow-hub>=0.16.1,<0.17", "tf-keras>=2.20,<2.22", SETUPTOOLS]
 TORCH = ["torch>=2.4,<3", SETUPTOOLS]
 PLOT = ["matplotlib>=3.8,<4"]
 # data_pipeline.build --runner=...; Beam 2.77 takes protobuf 6, which TF 2.21 accepts (>=6.31).
 BEAM = ["apache-beam[tfrecord]>=2.77,<3"]
+# The TensorFlow versions accelerators ship: 2.20 is the newest TPU build (tensorflow-tpu),
+# 2.21 the newest generic one. tensorflow-text is built against exactly one TF minor version
+# and requires the *generic* tensorflow distribution, so on a TPU VM it must be installed
+# without its dependencies: launch/tpu_install.py does that, never `pip install .[tpu]`.
+TENSORFLOW = ["tensorflow>=2.20,<2.22", "tensorflow-text>=2.20,<2.22"]
+# What a TPU VM needs (installed by launch/tpu_install.py). TF 2.20 asks for libtpu~=0.0.14;
+# the newest libtpu on PyPI (0.0.52) no longer exports TF's TPU entry points and aborts
+# `import tensorflow` (ConfigureDistributedTpuOp_DoWork), so libtpu is pinned to the release
+# TF names. A named TPU (pods) is resolved through the Cloud TPU API client.
+TPU = ["tensorflow-tpu==2.20.0", "libtpu==0.0.14", "cloud-tpu-client>=0.10"]
 
 setup(
     name="tf2-ulmfit",
@@ -21,9 +31,7 @@ setup(
     package_data={"": ["*.gin"]},
     python_requires=">=3.10,<3.14",
     install_requires=[
-        # tensorflow-text 2.21 is built against exactly TF 2.21; keep the two in lock step.
-        "tensorflow>=2.21,<2.22",
-        "tensorflow-text>=2.21,<2.22",
+        *TENSORFLOW,
         "sentencepiece>=0.2.0,<0.3",
         "tensorflow-datasets>=4.9.9,<4.10",
         "gin-config==0.5.0",
@@ -40,9 +48,8 @@ setup(
         "beam": BEAM,
         # Loading an export with tensorflow_hub.KerasLayer.
         "hub": HUB,
-        # Only a named (remote) TPU needs the resolver client; tpu='local' on a TPU VM does not.
-        "tpu": ["cloud-tpu-client>=0.10"],
-        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "tpu": TPU,
+        "gpu": ["tensorflow[and-cuda]>=2.20,<2.22"],
         # .pth weight exchange with fastai (trainer.convert_fastai) needs torch alone; .npz
         # needs nothing. Never in the core install.
         "fastai": TORCH,

@@ -29,7 +29,8 @@ from data_pipeline.atomic_files import remove_temporaries, sha256_of, write_atom
 from data_pipeline.build_settings import SETTINGS_NAME, BuildSettings, require_same_settings
 from data_pipeline.errors import SettingError, run_tool
 from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest,
-                                    failing_shards, load_manifest, verify_shards)
+                                    check_shard_sizes, failing_shards, load_manifest,
+                                    verify_shards)
 from data_pipeline.sources import SPLITS, read_documents, split_of
 from data_pipeline.split_writer import Progress, SplitWriter
 from data_pipeline.tokenizer import SPECIAL_IDS, SPM_NAME, load_sentencepiece, train_sentencepiece
@@ -100,6 +101,8 @@ def build(output_dir: str, settings: BuildSettings, runner: str | None = None,
         manifest = load_manifest(output_dir)
         require_same_settings(manifest.build_settings, settings, manifest_path,
                                layout_too=False)
+        # A directory many hosts read from gs:// can lose a shard after it was built.
+        check_shard_sizes(manifest)
         logging.info("%s is complete; nothing to do.", manifest_path)
         return manifest
     tf.io.gfile.makedirs(output_dir)

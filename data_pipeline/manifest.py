@@ -135,11 +135,13 @@ def _raise_with_repair(manifest: Manifest, problem: str):
                       f"python -m data_pipeline.build --output_dir={manifest.directory} --repair")
 
 
-def check_shard_sizes(manifest: Manifest, shards) -> None:
-    """Cheap check (one stat per file) that catches missing and truncated shards."""
-    for shard in shards:
-        if problem := _size_problem(manifest, shard):
-            _raise_with_repair(manifest, problem)
+def check_shard_sizes(manifest: Manifest, shards=None) -> None:
+    """Cheap check (one stat per file, every shard by default) that names every missing or
+    truncated shard."""
+    shards = shards if shards is not None else [
+        shard for split in manifest.splits.values() for shard in split.shards]
+    if problems := [p for shard in shards if (p := _size_problem(manifest, shard))]:
+        _raise_with_repair(manifest, "; ".join(problems))
 
 
 def _problems(manifest: Manifest):

@@ -34,20 +34,30 @@ _WORDS = ("the model reads tokens and predicts the next one while a hidden state
           "with dropout on weights embeddings inputs and outputs").split()
 
 
-def sigkill_when(command, ready, timeout=300, **popen_kwargs):
-    """Runs `command` and SIGKILLs it the moment `ready()` is true; fails if it ends first."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **popen_kwargs)
-    try:
-        deadline = time.time() + timeout
-        while not ready():
-            assert proc.poll() is None, f"{command} ended before it could be killed"
-            assert time.time() < deadline, f"{command}: not ready after {timeout}s"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
+def read_all(file):
+    """All a file opened "w+" holds so far."""
+    file.flush()
+    file.seek(0)
+    return file.read()
+
+
+def sigkill_when(command, ready, timeout=300, sig=signal.SIGKILL, **popen_kwargs):
+    """Runs `command` and sends it `sig` (SIGKILL) the moment `ready(its stderr so far)` is
+    true; fails if it ends first. Returns its exit status and what it wrote to stderr."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                **popen_kwargs)
+        try:
+            deadline = time.time() + timeout
+            while not ready(read_all(stderr)):
+                assert proc.poll() is None, f"{command} ended before it could be signalled"
+                assert time.time() < deadline, f"{command}: not ready after {timeout}s"
+                time.sleep(0.005)
+            proc.send_signal(sig)
+            proc.wait(timeout=timeout)
+        finally:
+            proc.kill()
+        return proc.returncode, read_all(stderr)
 
 
 def write_corpus(path, paragraphs: int, seed: int = 0) -> str:

@@ -88,7 +88,7 @@ def test_killed_build_leaves_nothing_claimed_and_rerun_completes(tmp_path):
     out = tmp_path / "data"
     cmd = [sys.executable, "-m", "data_pipeline.build", f"--input={corpus}",
            f"--output_dir={out}", "--shard_mb=0.002", "--vocab_size=120"]
-    sigkill_when(cmd, lambda: out.exists() and any(n.startswith("train-00003")
+    sigkill_when(cmd, lambda _: out.exists() and any(n.startswith("train-00003")
                                                    for n in os.listdir(out)), timeout=120)
     names = os.listdir(out)
     assert "manifest.json" not in names

@@ -8,6 +8,7 @@ from trainer.lm_task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optimizer import FastaiAdam
 from trainer.strategies import make_strategy
+from conftest import train_tiny_lm
 
 ROWS, T, V = 8, 10, 40  # ROWS: the global batch
 NO_DROPOUT = dict(output_p=0, hidden_p=0, input_p=0, embed_p=0, weight_p=0)
@@ -161,3 +162,16 @@ def test_downstream_fit_on_replicas_clips_the_summed_gradient_as_one_device():
     mirrored = _fitted_tagger(_mirrored(2), ids, tags)
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_replica, rows", [(False, 4), (True, 8)])
+def test_a_per_replica_batch_grows_with_the_replicas(tmp_path, corpus_file, per_replica, rows):
+    """tpu.gin's batch_per_replica: batch_size 4 on 2 replicas trains 8 rows a step (each
+    replica's carried states hold its 4), against 4 rows as a global batch."""
+    model_dir = str(tmp_path / "model")
+    train_tiny_lm(str(tmp_path / "data"), model_dir, corpus_file, steps=1, bindings=[
+        "make_strategy.kind = 'mirrored'", "make_strategy.cpu_replicas = 2",
+        f"train_lm.batch_per_replica = {per_replica}"])
+    shapes = tf.train.load_checkpoint(model_dir).get_variable_to_shape_map()
+    carried = [shape for name, shape in shapes.items() if name.startswith("carried_states/0/0")]
+    assert carried == [[rows, 20]]

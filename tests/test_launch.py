@@ -1,4 +1,8 @@
-"""launch/: TPU VM commands (dry run), the GPU smoke test on a CPU machine, non-local paths."""
+"""launch/: TPU VM commands against a stand-in gcloud, the TPU install plan, the pod's resolver
+and chief, the GPU smoke test on a CPU machine, non-local paths."""
+import importlib.metadata
+import json
+import os
 import subprocess
 import sys
 
@@ -7,55 +11,134 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_corpus
-from launch.tpu_vm import LaunchError, commands
+from launch import tpu_install
+from launch.tpu_vm import TPU_TENSORFLOW, LaunchError, commands
 
-SETTINGS = dict(project="proj", zone="us-central2-b", tpu="ulmfit", accelerator_type="v4-32",
-                runtime_version="tpu-vm-tf-2.21.0-pjrt", data_dir="gs://b/data",
-                model_dir="gs://b/run", input="builtin:pydocs",
-                gin_file=["gin_configs/pretrain_awd_lstm.gin"], gin_param=["train_lm.epochs=2"],
-                pip_install="-e .", source="/src/tf2-ulmfit")
-VM = ["ulmfit", "--project=proj", "--zone=us-central2-b"]
-
-
-def test_dry_run_commands():
-    assert commands("create", SETTINGS) == [[
-        "gcloud", "compute", "tpus", "tpu-vm", "create", *VM, "--accelerator-type=v4-32",
-        "--version=tpu-vm-tf-2.21.0-pjrt"]]
-    copy, install = commands("setup", SETTINGS)
-    assert copy == ["gcloud", "compute", "tpus", "tpu-vm", "scp", *VM, "--worker=all",
-                    "--recurse", "/src/tf2-ulmfit", "ulmfit:~/tf2-ulmfit"]
-    assert install[-2:] == ["--worker=all", "--command=cd ~/tf2-ulmfit && pip install -e ."]
-    [train] = commands("train", SETTINGS)
-    assert train[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", *VM, "--worker=all"]
-    assert train[9] == (
-        "--command=cd ~/tf2-ulmfit && nohup python -m trainer.main "
-        "--gin_file=gin_configs/pretrain_awd_lstm.gin --gin_file=gin_configs/tpu.gin "
-        "'--gin_param=train_lm.data_dir='\"'\"'gs://b/data'\"'\"'' "
-        "--gin_param=train_lm.epochs=2 --model_dir=gs://b/run > ~/ulmfit-train.log 2>&1 &")
-    [build] = commands("build_data", SETTINGS)
-    assert build[-2:] == ["--worker=0", "--command=cd ~/tf2-ulmfit && python -m "
-                          "data_pipeline.build --input=builtin:pydocs --output_dir=gs://b/data"]
-    assert commands("delete", SETTINGS)[0][-1] == "--quiet"
+FAKE_GCLOUD = os.path.join(os.path.dirname(__file__), "fake_gcloud")
+SETTINGS = dict(project="proj", zone="us-central2-b", tpu="ulmfit", accelerator_type="v4-8",
+                runtime_version=None, spot=False, data_dir="gs://b/data", model_dir="gs://b/run",
+                input="builtin:pydocs", gin_file=["gin_configs/pretrain_awd_lstm.gin"],
+                gin_param=["train_lm.epochs=2"])
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("missing, message", [
-    ("project", "--project is required"), ("zone", "--zone is required")])
-def test_missing_project_or_zone_is_refused(missing, message):
-    with pytest.raises(LaunchError, match=message):
-        commands("create", {**SETTINGS, missing: None})
+def gcloud(cloud, *args, execute=False):
+    """Runs the stand-in gcloud with its cloud in `cloud`."""
+    env = {**os.environ, "FAKE_GCLOUD_HOME": str(cloud), "FAKE_GCLOUD_EXEC": "1" if execute else ""}
+    return subprocess.run([os.path.join(FAKE_GCLOUD, "gcloud"), *args], env=env,
+                          capture_output=True, text=True)
+
+
+def launch(cloud, *args):
+    env = {**os.environ, "FAKE_GCLOUD_HOME": str(cloud),
+           "PATH": FAKE_GCLOUD + os.pathsep + os.environ["PATH"]}
+    return subprocess.run([sys.executable, "-m", "launch.tpu_vm", "--project=proj",
+                           "--zone=us-central2-b", "--data_dir=gs://b/data",
+                           "--model_dir=gs://b/run", *args], env=env, capture_output=True,
+                          text=True, cwd=PROJECT_ROOT)
+
+
+def calls(cloud):
+    with open(cloud / "calls.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_the_stand_in_refuses_what_gcloud_refuses(tmp_path):
+    """The stand-in is only worth its passes if it fails where gcloud does."""
+    zone = "--zone=z"
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone).returncode == 2  # no --version
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone, "--version=v",
+                  "--accelerator-type=v4-32", "--workers=4").returncode == 2  # no such flag
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone).returncode == 1  # no TPU
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone, "--version=v",
+                  "--accelerator-type=v4-32").returncode == 0
+    (tmp_path / "src").mkdir()
+    # The old setup's form: the TPU name as a positional is read as a local source.
+    old_scp = gcloud(tmp_path, "compute", "tpus", "tpu-vm", "scp", "t", zone, "--worker=all",
+                     "--recurse", str(tmp_path / "src"), "t:~/x")
+    assert old_scp.returncode == 1 and "t: No such file or directory" in old_scp.stderr
+    no_recurse = gcloud(tmp_path, "compute", "tpus", "tpu-vm", "scp", str(tmp_path / "src"),
+                        "t:~/x", zone)
+    assert no_recurse.returncode == 1 and "--recurse" in no_recurse.stderr
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone,
+                  "--worker=4").returncode == 1  # a v4-32 has workers 0-3
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone, "--worker=0-3",
+                  "--command=true").returncode == 0
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone,
+                  "--command=cd ~/missing && true").returncode == 1
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "delete", "t", zone, "--quiet").returncode == 0
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "delete", "t", zone).returncode == 1
+
+
+@pytest.mark.parametrize("accelerator_type, hosts, image", [
+    ("v4-8", 1, f"tpu-vm-tf-{TPU_TENSORFLOW}-pjrt"),
+    ("v4-32", 4, f"tpu-vm-tf-{TPU_TENSORFLOW}-pod-pjrt"),
+    ("v5litepod-16", 4, f"tpu-vm-tf-{TPU_TENSORFLOW}-pod-pjrt")])
+def test_every_action_is_accepted_by_gcloud(tmp_path, accelerator_type, hosts, image):
+    """create, setup, build_data, train, logs and delete, as gcloud's grammar reads them: one
+    process on worker 0, single host or pod, which holds the copied checkout."""
+    done = launch(tmp_path, f"--accelerator_type={accelerator_type}", "--spot",
+                  "create", "setup", "build_data", "train", "logs")
+    assert done.returncode == 0, done.stderr
+    [tpu] = [json.loads((tmp_path / "tpus" / "ulmfit.json").read_text())]
+    assert (tpu["accelerator_type"], tpu["version"], tpu["hosts"], tpu["spot"]) == (
+        accelerator_type, image, hosts, True)
+    assert (tmp_path / "workers/ulmfit/0/tf2-ulmfit/launch/tpu_install.py").exists()
+    create, scp, install, build, train, logs = calls(tmp_path)
+    assert [c["verb"] for c in (create, scp, install, build, train, logs)] == [
+        "create", "scp", "ssh", "ssh", "ssh", "ssh"]
+    assert all(c["workers"] == [0] for c in (scp, install, build, train, logs))
+    assert install["command"].endswith("python3 -m launch.tpu_install")
+    assert "python3 -m trainer.main" in train["command"]
+    pod_settings = ("TPU_NAME=ulmfit TPU_LOAD_LIBRARY=0 ", "make_strategy.tpu=")
+    assert all((part in train["command"]) == (hosts > 1) for part in pod_settings)
+    assert launch(tmp_path, "delete").returncode == 0
+    assert not (tmp_path / "tpus" / "ulmfit.json").exists()
+
+
+def test_a_wrong_accelerator_type_or_path_is_refused_before_gcloud_runs(tmp_path):
+    refused = launch(tmp_path, "--accelerator_type=v4_32", "create")
+    assert refused.returncode == 2 and "--accelerator_type='v4_32' is not a TPU type" in refused.stderr
+    assert not (tmp_path / "calls.jsonl").exists()
     with pytest.raises(LaunchError, match="--model_dir must be a gs:// path"):
         commands("train", {**SETTINGS, "model_dir": "/tmp/run"})
+    with pytest.raises(LaunchError, match="--project is required"):
+        commands("create", {**SETTINGS, "project": None})
 
 
-def test_command_line_dry_run_prints_and_refuses():
-    ok = subprocess.run([sys.executable, "-m", "launch.tpu_vm", "--project=p", "--zone=z",
-                         "--dry_run", "create", "delete"], capture_output=True, text=True)
-    assert ok.returncode == 0
-    assert ok.stdout.splitlines()[0].startswith("$ gcloud compute tpus tpu-vm create ulmfit")
-    assert ok.stdout.splitlines()[1].endswith("--quiet")
-    refused = subprocess.run([sys.executable, "-m", "launch.tpu_vm", "--zone=z", "--dry_run",
-                              "create"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "--project is required" in refused.stderr
+def test_the_train_command_runs_the_gin_files_given(tmp_path):
+    [train] = commands("train", {**SETTINGS, "accelerator_type": "v4-32"})
+    command = train[train.index("--worker=0") + 1]
+    assert ("--gin_file=gin_configs/pretrain_awd_lstm.gin --gin_file=gin_configs/tpu.gin "
+            in command)
+    assert "--gin_param=train_lm.epochs=2 " in command and "--model_dir=gs://b/run" in command
+
+
+def test_the_tpu_pins_agree():
+    """setup.py's [tpu] extra pins the TPU build the launcher's runtime image carries."""
+    requirements = importlib.metadata.requires("tf2-ulmfit")
+    assert f'tensorflow-tpu=={TPU_TENSORFLOW}; extra == "tpu"' in requirements
+
+
+def test_tpu_install_keeps_the_images_tensorflow():
+    """On a TPU image: no TF package installed but tensorflow-text, without dependencies (it
+    would pull the generic tensorflow), for the image's TF minor version."""
+    requirements = importlib.metadata.requires("tf2-ulmfit")
+    image = {"tensorflow": None, "tensorflow-tpu": TPU_TENSORFLOW, "libtpu": "0.0.14",
+             "tensorflow-text": None}
+    text, rest = tpu_install.plan(requirements, image)
+    assert text == ["install", "--no-deps", "tensorflow-text>=2.20,<2.21"]
+    names = {tpu_install._name(r) for r in rest[1:]}
+    assert {"gin-config", "sentencepiece", "cloud-tpu-client"} <= names
+    assert not names & {"tensorflow", "tensorflow-text", "tensorflow-tpu", "libtpu"}
+    # No TF at all: the [tpu] extra's build and libtpu first.
+    tpu, text, _ = tpu_install.plan(requirements, {**image, "tensorflow-tpu": None})
+    assert tpu[0] == "install" and f"tensorflow-tpu=={TPU_TENSORFLOW}" in tpu
+    assert any(r.startswith("libtpu==") for r in tpu)
+    with pytest.raises(tpu_install.InstallError, match="generic tensorflow 2.21.0"):
+        tpu_install.plan(requirements, {**image, "tensorflow": "2.21.0"})
+    with pytest.raises(tpu_install.InstallError, match="tensorflow-tpu 2.19.1"):
+        tpu_install.plan(requirements, {**image, "tensorflow-tpu": "2.19.1"})
 
 
 def test_gpu_smoke_says_no_gpu_on_a_cpu_machine():

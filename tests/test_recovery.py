@@ -47,6 +47,25 @@ def test_a_failed_build_accepts_the_corrected_command(tmp_path):
     assert sha256(tmp_path / "data" / "spm.model") == sha256(tmp_path / "fresh" / "spm.model")
 
 
+def test_rerunning_the_build_names_lost_shards_and_the_advised_repair_restores_them(tmp_path):
+    """A directory read from gs:// by many hosts can lose shards after it was built: rerunning
+    the original command names every one (not "complete"), and its advice rebuilds them."""
+    corpus = write_corpus(tmp_path / "c.txt", 300)
+    build = ["data_pipeline.build", f"--input={corpus}", f"--output_dir={tmp_path}/data",
+             "--vocab_size=80", "--valid_fraction=0.2"]
+    assert run(*build).returncode == 0
+    lost = sorted(str(p) for p in (tmp_path / "data").glob("*-00000-of-*.tfrecord"))[:2]
+    originals = [sha256(path) for path in lost]
+    for path in lost:
+        os.remove(path)
+    line = error_line(run(*build))
+    assert all(f"{path}: listed in" in line for path in lost)
+    advice = re.search(r"python -m (data_pipeline\.build .*--repair)", line).group(1)
+    assert run(*shlex.split(advice)).returncode == 0
+    assert [sha256(path) for path in lost] == originals
+    assert run(*build).returncode == 0
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "deleted", "manifest"])
 def test_damaged_data_is_named_and_the_advised_repair_restores_it(tmp_path, pretrained_lm,
@@ -160,3 +179,13 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
         _train(model, tmp_path / "data", corpus, 20, "train_lm.keep_checkpoints = 2",
                "train_lm.loss_spike_patience = 3")
     assert _steps(model) == [3, 4]
+
+
+def test_a_worker_waiting_for_the_chiefs_data_names_the_manifest_and_the_fix(tmp_path):
+    from data_pipeline.errors import UserError
+    from trainer.lm_training import prepare_data
+    with pytest.raises(UserError) as raised:
+        prepare_data(str(tmp_path / "data"), "corpus/*.txt", chief=False, wait_seconds=0.3)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'data' / 'manifest.json'}: not written after 0.3 s")
+    assert "python -m data_pipeline.build --input=corpus/*.txt" in message

@@ -70,8 +70,10 @@ class Controller:
                      _count(self.position.epoch), _count(self.position.batch_in_epoch))
         return True
 
-    def train(self):
-        """Runs to the last epoch (or max_steps); returns the last train and eval metrics."""
+    def train(self, preemption=None):
+        """Runs to the last epoch (or max_steps); returns the last train and eval metrics.
+        `preemption` (trainer/preemption.py) is asked after every host loop whether to save and
+        stop (it raises Preempted)."""
         epoch, batch = self.position.epoch, self.position.batch_in_epoch
         metrics = {}
         while _count(epoch) < self.epochs and self.step < self.stop_at:
@@ -83,6 +85,8 @@ class Controller:
                     steps = min(self.steps_per_loop, self.steps_per_epoch - _count(batch),
                                 self.stop_at - self.step)
                     metrics = self._train_loop(steps, bar)
+                    if preemption:
+                        preemption.save_if_preempted(self.manager, self.step)
             if _count(batch) == self.steps_per_epoch:
                 epoch.assign_add(1)
                 batch.assign(0)

@@ -19,7 +19,7 @@ from trainer.checkpoints import latest_intact_checkpoint
 from trainer.optimizer import fastai_adam
 from trainer.pretrained import model_checkpoint
 from trainer.schedules import staged, stlr
-from trainer.strategies import checkpoint_write_dir
+from trainer.strategies import checkpoint_write_dir, is_chief
 
 
 def layer_groups(model, encoder_name="encoder"):
@@ -134,7 +134,9 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     if model_dir:
         checkpoints = EpochCheckpoints(model, adam, os.path.join(model_dir, "resume"))
         initial_epoch = checkpoints.restore(steps_per_epoch)
-        callbacks += [checkpoints, keras.callbacks.TensorBoard(model_dir, update_freq=10)]
+        callbacks.append(checkpoints)
+        if is_chief():  # one writer of the run's TensorBoard events
+            callbacks.append(keras.callbacks.TensorBoard(model_dir, update_freq=10))
     try:
         return model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
                          initial_epoch=initial_epoch, shuffle=False,

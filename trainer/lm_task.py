@@ -17,6 +17,7 @@ setting.
 import tensorflow as tf
 
 from trainer.models.activation_regularization import activation_regularization
+from trainer.models.xla import compiled
 
 
 def mask_seed(seed, step, replica_id):
@@ -25,7 +26,7 @@ def mask_seed(seed, step, replica_id):
     return fold(fold(tf.constant([seed, 0], tf.int64), step), replica_id)
 
 
-@tf.function(jit_compile=True)  # XLA fuses softmax and gradient: half the time of TF's op on CPU
+@compiled  # XLA fuses softmax and gradient: half the time of TF's op on CPU
 def token_cross_entropy(targets, logits):
     """Per-token cross entropy in float32 (also when the model computes in half precision)."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))

@@ -4,6 +4,7 @@ the Controller, which runs the loop.
 """
 import math
 import os
+import time
 
 from absl import logging
 import gin
@@ -19,6 +20,7 @@ from trainer import configurables
 from trainer.controller import Controller, LoopPosition
 from trainer.divergence import LossSpikeGuard
 from trainer.lm_task import LanguageModelTask
+from trainer.preemption import preemption_watcher
 from trainer.pretrained import (LM_CONFIG_NAME, check_same_vocab, load_pretrained_config,
                                 model_checkpoint, model_dir_and_checkpoint, restore_weights,
                                 weights_by_path, write_pretrained_config)
@@ -31,10 +33,28 @@ def _gin_name(field):
         field, f"BuildSettings.{field}")
 
 
-def prepare_data(data_dir, build_input, spm_model=None):
+def _wait_for(manifest_path, build_input, seconds):
+    """Until the chief has written `manifest_path`; a UserError naming it after `seconds`."""
+    logging.info("Waiting up to %d s for the chief to build %s.", seconds, manifest_path)
+    deadline = time.monotonic() + seconds
+    while not tf.io.gfile.exists(manifest_path):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"{manifest_path}: not written after {seconds:g} s, while the chief (worker 0) "
+                f"builds it from {build_input}; see the chief's log, raise "
+                "train_lm.data_wait_seconds, or build it first: python -m data_pipeline.build "
+                f"--input={build_input} --output_dir={os.path.dirname(manifest_path)}")
+        time.sleep(min(5.0, seconds / 10))
+
+
+def prepare_data(data_dir, build_input, spm_model=None, chief=True, wait_seconds=3600):
     """The manifest of `data_dir`, building it from `build_input` first if it is not there
-    (encoded with `spm_model` when given, else with a SentencePiece model trained on it)."""
-    if build_input and not tf.io.gfile.exists(os.path.join(data_dir, MANIFEST_NAME)):
+    (encoded with `spm_model` when given, else with a SentencePiece model trained on it). Only
+    the chief builds; other workers wait up to `wait_seconds` for its manifest."""
+    manifest_path = os.path.join(data_dir, MANIFEST_NAME)
+    if build_input and not tf.io.gfile.exists(manifest_path) and not chief:
+        _wait_for(manifest_path, build_input, wait_seconds)
+    elif build_input and not tf.io.gfile.exists(manifest_path):
         logging.info("Building %s from %s.", data_dir, build_input)
         try:
             build(data_dir, configurables.build_settings(input=build_input,
@@ -107,7 +127,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
              checkpoint_every_steps=500, keep_checkpoints=3, log_every_steps=50,
              deterministic=True, mixed_precision=None, schedule=configurables.one_cycle,
              init_from=None, loss_spike_factor=2.0, loss_spike_patience=3, backwards=False,
-             controller=Controller):
+             batch_per_replica=False, data_wait_seconds=3600, controller=Controller):
     """Trains (or resumes) an AWD-LSTM LM in `model_dir`; returns final metrics.
 
     `init_from`: a pretrained model directory or checkpoint to fine-tune (ULMFiT stage 2): the
@@ -116,11 +136,14 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     stream reversed (fastai's backwards=True; lm_config.json records it, and classifiers on it
     read their texts reversed).
 
-    `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows.
+    `batch_size` is global: each of the strategy's replicas gets batch_size / replicas rows;
+    with `batch_per_replica` it and `eval_batch_size` are each replica's (a TPU chip's on v4 and
+    later), as in fastai's distributed training, so the global batch grows with the slice.
     `max_steps` stops early (the schedule still spans all `epochs`). `mixed_precision`:
     None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
     variables, softmax and loss stay float32. `loss_spike_*`: see trainer/divergence.py (None:
-    train on through loss spikes, as fastai does). `controller`: the class that runs the loop
+    train on through loss spikes, as fastai does). `data_wait_seconds`: how long workers other
+    than the chief wait for it to build a missing `data_dir`. `controller`: the class that runs the loop
     (trainer.lr_finder swaps in its own).
     """
     # First: logical devices must be set up before any TF op runs.
@@ -133,7 +156,9 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     if init_from:
         pretrained_dir, pretrained_checkpoint = model_dir_and_checkpoint(init_from)
         pretrained = load_pretrained_config(pretrained_dir)
-    manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path)
+    chief = is_chief(strategy)
+    manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path,
+                            chief, data_wait_seconds)
     if pretrained:
         check_same_vocab(pretrained, manifest.spm_model_path)
         if pretrained.backwards != backwards:
@@ -145,6 +170,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
                         f"resume it with train_lm.backwards={not backwards}, or pass a new "
                         "--model_dir.")
     replicas = strategy.num_replicas_in_sync
+    if batch_per_replica:
+        batch_size, eval_batch_size = batch_size * replicas, eval_batch_size * replicas
     for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value % replicas:
             raise UserError(f"train_lm.{name}={value} must divide by the {replicas} replicas.")
@@ -177,7 +204,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     checkpoint = model_checkpoint(model, optimizer=adam, epoch=position.epoch,
                                   batch_in_epoch=position.batch_in_epoch,
                                   carried_states=[list(s) for s in task.states])
-    chief, write_dir = is_chief(strategy), checkpoint_write_dir(strategy, model_dir)
+    write_dir = checkpoint_write_dir(strategy, model_dir)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
                                 manifest.special_ids, backwards)
@@ -194,7 +221,12 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     if not controller.restore(model_dir) and init_from:
         restore_weights(weights_by_path(model), pretrained_checkpoint)
         logging.info("Starting from the weights of %s.", init_from)
-    metrics = controller.train()
+    # After the restore: TensorFlow's multi-worker handler adds a counter to the checkpoint.
+    preemption = preemption_watcher(strategy, controller.manager)
+    try:
+        metrics = controller.train(preemption)
+    finally:
+        preemption.close()
     if not chief:
         tf.io.gfile.rmtree(write_dir)
     metrics["valid_unigram_perplexity"] = unigram_perplexity(manifest)

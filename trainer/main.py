@@ -11,6 +11,7 @@ from trainer.compilation_cache import check_compilation_cache, use_compilation_c
 use_compilation_cache()
 
 import json
+import sys
 import tokenize
 
 from absl import app, flags
@@ -21,6 +22,8 @@ from data_pipeline.errors import UserError, run_tool
 from trainer import lm_training
 from trainer.allocator import use_bfc_allocator
 from trainer.downstream import classification, tagging
+from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted
+from trainer.strategies import is_chief
 
 del classification, tagging  # imported for their gin entry points
 
@@ -67,9 +70,12 @@ def parse_gin(files, bindings):
 def run_job(model_dir):
     try:
         return job(model_dir)
-    except (UserError, RuntimeError) as e:
+    except (Preempted, UserError, RuntimeError) as e:
         # Gin appends "In call to configurable ..." lines to what a configurable raises.
         message = str(e).split("\n  In call to configurable")[0]
+        if isinstance(e, Preempted):  # one line naming the checkpoint, and a restart code
+            print(message, file=sys.stderr, flush=True)
+            sys.exit(PREEMPTED_EXIT_CODE)
         if isinstance(e, UserError):
             raise UserError(message) from None
         if message.startswith("Required bindings"):  # a gin.REQUIRED argument left unset
@@ -85,8 +91,9 @@ def main(argv):
         raise app.UsageError("--model_dir is required.")
     parse_gin(FLAGS.gin_file, FLAGS.gin_param)
     metrics = run_job(FLAGS.model_dir)
-    with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
+    if is_chief():  # one writer per model directory
+        with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "operative_config.gin"), "w") as f:
+            f.write(gin.operative_config_str())
     print(json.dumps(metrics, indent=2))
     if "valid_perplexity" in metrics:
         ratio = metrics["valid_perplexity"] / metrics["valid_unigram_perplexity"]

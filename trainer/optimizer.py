@@ -19,6 +19,8 @@ import keras
 from keras import ops
 import tensorflow as tf
 
+from trainer.models.xla import compiled
+
 
 class FastaiAdam(keras.optimizers.Optimizer):
 
@@ -126,7 +128,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
                 "lr_factors": self.lr_factors}
 
 
-@tf.function(jit_compile=True)
+@compiled
 def _adam_step(gradient, param, grad_avg, sqr_avg, lr, decay, mom, sqr_mom, step, epsilon,
                update):
     """fastai's decoupled weight decay then Adam step -> (param, grad_avg, sqr_avg), or the

@@ -27,9 +27,10 @@ def logical_cpus(count):
 def _tpu_strategy(tpu):
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    except ImportError as e:  # named TPUs are resolved through cloud-tpu-client
-        raise ImportError(f"make_strategy.tpu={tpu!r} needs the optional client: "
-                          "pip install -e '.[tpu]' (tpu='local' on a TPU VM does not).") from e
+    except ImportError as e:  # named TPUs (pod slices) are resolved through cloud-tpu-client
+        raise ImportError(f"make_strategy.tpu={tpu!r} needs the Cloud TPU client, which "
+                          "`python3 -m launch.tpu_install` installs on a TPU VM (tpu='local' "
+                          "does not need it).") from e
     if tpu != "local":
         tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -70,9 +71,12 @@ def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     return _tpu_strategy(tpu)
 
 
-def is_chief(strategy):
-    """The worker that keeps checkpoints and writes summaries (the only one outside multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
+def is_chief(strategy=None):
+    """The worker that keeps checkpoints and writes summaries and run files (the only process
+    outside multi-worker; a pod slice's one client). Without a strategy: this process's role in
+    the TF_CONFIG variable."""
+    resolver = (getattr(strategy, "cluster_resolver", None) if strategy is not None
+                else tf.distribute.cluster_resolver.TFConfigClusterResolver())
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     chief_type = "chief" if "chief" in resolver.cluster_spec().as_dict() else "worker"

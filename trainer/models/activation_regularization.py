@@ -9,8 +9,10 @@ too: `ActivationRegularization` does that inside a Keras model.
 import keras
 import tensorflow as tf
 
+from trainer.models.xla import compiled
 
-@tf.function(jit_compile=True)  # fused: TF's gradient of the shifted slices copies them twice
+
+@compiled  # fused: TF's gradient of the shifted slices copies them twice
 def activation_regularization(raw_output, dropped_output, alpha=2.0, beta=1.0):
     """AR: alpha * mean(dropped^2), TAR: beta * mean((raw_t - raw_{t-1})^2), as fastai."""
     loss = 0.0
