@@ -143,8 +143,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
     variables, softmax and loss stay float32. `loss_spike_*`: see trainer/divergence.py (None:
     train on through loss spikes, as fastai does). `data_wait_seconds`: how long workers other
-    than the chief wait for it to build a missing `data_dir`. `controller`: the class that runs the loop
-    (trainer.lr_finder swaps in its own).
+    than the chief wait for it to build a missing `data_dir`. `controller`: the class that runs
+    the loop (trainer.lr_finder swaps in its own).
     """
     # First: logical devices must be set up before any TF op runs.
     strategy = configurables.make_strategy()
@@ -205,6 +205,8 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
                                   batch_in_epoch=position.batch_in_epoch,
                                   carried_states=[list(s) for s in task.states])
     write_dir = checkpoint_write_dir(strategy, model_dir)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
+                                         step_counter=adam.iterations)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
                                 manifest.special_ids, backwards)
@@ -212,8 +214,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         LanguageModelTrainer(task, manifest, train_data, valid_data, valid_steps,
                              steps_per_loop),
         position=position, step_counter=adam.iterations,
-        checkpoint_manager=tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
-                                                      step_counter=adam.iterations),
+        checkpoint_manager=manager,
         summary_dir=model_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
         tokens_per_step=batch_size * bptt, max_steps=max_steps, steps_per_loop=steps_per_loop,
         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
@@ -222,7 +223,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         restore_weights(weights_by_path(model), pretrained_checkpoint)
         logging.info("Starting from the weights of %s.", init_from)
     # After the restore: TensorFlow's multi-worker handler adds a counter to the checkpoint.
-    preemption = preemption_watcher(strategy, controller.manager)
+    preemption = preemption_watcher(strategy, manager)
     try:
         metrics = controller.train(preemption)
     finally:

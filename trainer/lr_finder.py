@@ -151,8 +151,10 @@ class Controller:
         del directory
         return False
 
-    def train(self):
+    def train(self, preemption=None):
         """Runs epochs until the sweep raises SweepFinished."""
+        if preemption:
+            preemption.close()  # a sweep keeps nothing: SIGTERM just ends it
         for epoch in itertools.count():
             self.trainer.start_epoch(epoch, 0)
             for _ in range(self.steps_per_epoch):

@@ -21,6 +21,7 @@ from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-
 
 from trainer.models.xla import compiled
 
+
 def gpu_available() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
