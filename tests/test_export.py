@@ -1,14 +1,17 @@
 """The seed's encoder API and the SavedModel / TF Hub export."""
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from trainer.export import export
 from trainer.pretrained import PretrainedModelError, load_language_model
@@ -135,6 +138,54 @@ def test_loads_as_a_hub_keras_layer_without_this_package(exported, pretrained_lm
     np.testing.assert_allclose(np.load(tmp_path / "hidden.npy"),
                                reference.encoder(ids)[0].numpy(), atol=1e-6)
     np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), ids != 1)
+
+
+def graph_ops_and_xla(saved_model):
+    """(op types in the SavedModel's graph and functions, names of functions XLA must compile)."""
+    proto = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(saved_model, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    functions = graph.library.function
+    ops = {n.op for n in graph.node} | {n.op for f in functions for n in f.node_def}
+    return ops, [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
+
+
+@contextlib.contextmanager
+def a_gpu_reported():
+    """The device query reports a GPU, as on a GPU host: Keras and the kernel choice then trace
+    cuDNN's LSTM unless told otherwise."""
+    real = tf.config.list_logical_devices
+
+    def devices(device_type=None):
+        if device_type == "GPU":
+            return [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+        return real(device_type)
+    with mock.patch.object(tf.config, "list_logical_devices", devices):
+        yield
+
+
+def test_an_export_made_on_a_gpu_host_serves_on_a_cpu_host(pretrained_lm, tmp_path):
+    """No cuDNN op (no CPU kernel) and no XLA-compiled function (TF Serving would need XLA);
+    a fresh CPU-only process gets the Keras model's outputs."""
+    output = str(tmp_path / "saved_model")
+    with a_gpu_reported():
+        export(pretrained_lm[0], output)
+    ops, compiled = graph_ops_and_xla(output)
+    assert "StatefulPartitionedCall" in ops and not [op for op in ops if "Cudnn" in op]
+    assert not compiled
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf, tensorflow_text
+        loaded = tf.saved_model.load({output!r})
+        np.save("hidden.npy", loaded.signatures["string_encoder"](
+            text=tf.constant({json.dumps(TEXTS)}))["hidden"].numpy())
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    reference, _ = load_language_model(pretrained_lm[0])
+    ids = python_ids(os.path.join(pretrained_lm[0], "spm.model"), TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "hidden.npy"),
+                               reference.encoder(ids)[0].numpy(), atol=1e-6)
 
 
 def test_export_refuses_an_existing_output(pretrained_lm, tmp_path):

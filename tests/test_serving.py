@@ -18,6 +18,7 @@ from trainer.downstream.tagging import predicted_tags, train_tagger
 from trainer.export import export
 from trainer.predict import predict
 from trainer.pretrained import model_checkpoint
+from test_export import a_gpu_reported, graph_ops_and_xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = "the model reads tokens and predicts next one while hidden state carries".split()
@@ -89,8 +90,32 @@ def _serve_in_a_fresh_process(saved_model, calls, tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
                           capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "",
+                               "TF_CPP_MIN_LOG_LEVEL": "2"})
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_same_predictions(from_run, from_saved_model):
+    """trainer.predict's lines from a run and from its SavedModel: the same labels or tags;
+    scores to float rounding (the run's kernel is compiled by XLA, the export's is not)."""
+    assert len(from_run) == len(from_saved_model)
+    for ours, theirs in zip(from_run, from_saved_model):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            if key == "scores":  # {label: probability} or per-word lists
+                if isinstance(ours[key], dict):
+                    assert ours[key].keys() == theirs[key].keys()
+                    ours[key], theirs[key] = list(ours[key].values()), list(theirs[key].values())
+                np.testing.assert_allclose(ours[key], theirs[key], atol=1e-5)
+            else:
+                assert ours[key] == theirs[key], key
+
+
+def assert_serves_anywhere(saved_model):
+    """No cuDNN op (no CPU kernel) and no function XLA must compile (TF Serving without XLA)."""
+    ops, compiled = graph_ops_and_xla(saved_model)
+    assert "StatefulPartitionedCall" in ops and not [op for op in ops if "Cudnn" in op]
+    assert not compiled
 
 
 def _example(text):
@@ -105,7 +130,9 @@ def test_a_classifier_serves_raw_text_as_the_keras_model_scores_it(runs, tmp_pat
     expected = [tf.nn.softmax(model(tf.constant([encoder.text_ids(t)]), training=False))[0]
                 .numpy() for t in TEXTS]
     output = str(tmp_path / "classifier_savedmodel")
-    export(runs[0], output)
+    with a_gpu_reported():  # exported on a GPU host, served on a CPU one
+        export(runs[0], output)
+    assert_serves_anywhere(output)
     served = _serve_in_a_fresh_process(output, {
         "raw": ("serving_default", {"text": TEXTS}),
         "api": ("classify", {"inputs": [_example(t) for t in TEXTS]})}, tmp_path)
@@ -134,7 +161,9 @@ def test_a_tagger_serves_words_aligned_as_training_aligned_them(runs, tmp_path):
              for t, start in zip(row, starts) if start >= 0}
     assert found == {"O", "B-DET"}  # tags the model gave, both kinds
     output = str(tmp_path / "tagger_savedmodel")
-    export(runs[1], output)
+    with a_gpu_reported():  # exported on a GPU host, served on a CPU one
+        export(runs[1], output)
+    assert_serves_anywhere(output)
     padded = [w + [""] * (max(map(len, words)) - len(w)) for w in words]
     served = _serve_in_a_fresh_process(output, {
         "raw": ("serving_default", {"text": TEXTS}),
@@ -173,7 +202,8 @@ def test_predict_gives_the_same_lines_from_a_run_and_from_its_savedmodel(runs, t
                                     f"--output={output}", "--batch_size=3"],
                                    check=True, capture_output=True, cwd=ROOT)
                 lines.append([json.loads(line) for line in output.read_text().splitlines()])
-            assert lines[0] == lines[1] and len(lines[0]) == len(TEXTS)
+            assert_same_predictions(*lines)
+            assert len(lines[0]) == len(TEXTS)
             if run == runs[0]:  # the labels are the Keras model's
                 model, description, spm_model = load_run(run)
                 encoder = data.PieceEncoder(spm_model, max_len=None)

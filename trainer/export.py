@@ -30,6 +30,7 @@ from data_pipeline.atomic_files import temporary_path
 from data_pipeline.errors import run_tool
 from trainer.downstream.saved_run import ensemble_members
 from trainer.downstream.serving import mark_classification_signature, serving_module
+from trainer.models.xla import portable
 from trainer.pretrained import PretrainedModelError, load_language_model
 from trainer.ulmfit_encoder import SentencePieceIds, token_mask
 
@@ -91,7 +92,8 @@ def export(checkpoint, output, fixed_seq_len=None):
         lm, config = load_language_model(checkpoint)
         module = ULMFiTServing(lm, config.spm_model_path, fixed_seq_len)
     staging = temporary_path(output.rstrip("/"))
-    tf.saved_model.save(module, staging, signatures=module.signatures())
+    with portable():  # serves on any host: no cuDNN, and TF Serving needs no XLA
+        tf.saved_model.save(module, staging, signatures=module.signatures())
     mark_classification_signature(staging)
     tf.io.gfile.rename(staging, output)
     return output

@@ -3,7 +3,8 @@
 `lstm_sequence` takes the weights as plain tensors, so the caller can pass a weight-dropped
 recurrent kernel and still get the fast kernel. The choice is explicit (`select_implementation`):
   cudnn  GPU visible and not inside an XLA cluster: Keras' backend LSTM, which runs cuDNN.
-  fused  everywhere else (CPU, TPU, any jit_compile): the input projection of all time steps is one
+  fused  everywhere else (CPU, TPU, any jit_compile, and what an export traces, which must run
+         on any host: xla.portable): the input projection of all time steps is one
          matmul outside the loop; the loop does only the small recurrent matmul and the gate math,
          XLA-compiled so the elementwise work fuses; the backward pass is written by hand: its
          loop carries only dh and dc, and the recurrent weight gradient is ONE matmul of all
@@ -19,7 +20,7 @@ import tensorflow as tf
 from keras.src import backend as keras_backend  # the entry keras.layers.LSTM uses for cuDNN
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
-from trainer.models.xla import compiled
+from trainer.models.xla import compiled, tracing_portably
 
 
 def gpu_available() -> bool:
@@ -183,7 +184,9 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
     kernel runs side by side (default `batch_shards`; 1 inside an XLA cluster, where ops run
     one at a time).
     """
-    implementation = implementation or select_implementation(gpu_available(), in_xla_context())
+    if implementation is None:  # an export's kernel runs on any host (see xla.portable)
+        implementation = "fused" if tracing_portably() else select_implementation(
+            gpu_available(), in_xla_context())
     if implementation == "cudnn":
         try:
             return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
