@@ -3,7 +3,8 @@ and how many tokens/s does the smoke config train at.
 
   python -m launch.local_gpu_smoke [--steps=300] [--model_dir=/tmp/ulmfit_gpu_smoke]
 
-Exits 2 with a message when no GPU is visible, 1 when the LSTM would not run on cuDNN.
+Exits 1 with one `error:` line when no GPU is visible, when the LSTM would not run on cuDNN, or
+when --model_dir already holds a run (the smoke test times a fresh one).
 """
 import os
 
@@ -36,6 +37,9 @@ def lstm_kernel_ops():
 
 def main(argv):
     del argv
+    if tf.train.latest_checkpoint(FLAGS.model_dir):  # a resumed run would time no step
+        raise UserError(f"--model_dir={FLAGS.model_dir} holds a run already; the smoke test "
+                        "times a fresh one: pass a new --model_dir or delete that one.")
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         raise UserError("no GPU visible: TensorFlow found no CUDA device. Check `nvidia-smi`, "

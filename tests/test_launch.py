@@ -141,11 +141,17 @@ def test_tpu_install_keeps_the_images_tensorflow():
         tpu_install.plan(requirements, {**image, "tensorflow-tpu": "2.19.1"})
 
 
-def test_gpu_smoke_says_no_gpu_on_a_cpu_machine():
-    result = subprocess.run([sys.executable, "-m", "launch.local_gpu_smoke"],
-                            capture_output=True, text=True)
+def test_gpu_smoke_says_no_gpu_on_a_cpu_machine(tmp_path, pretrained_lm):
+    result = subprocess.run([sys.executable, "-m", "launch.local_gpu_smoke",
+                             f"--model_dir={tmp_path}"], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: no GPU visible" in result.stderr
+    # A directory that holds a run (it used to end in a KeyError once the run had finished).
+    trained = subprocess.run([sys.executable, "-m", "launch.local_gpu_smoke",
+                              f"--model_dir={pretrained_lm[0]}"], capture_output=True, text=True)
+    assert trained.returncode == 1 and "Traceback" not in trained.stderr
+    [line] = [x for x in trained.stderr.splitlines() if x.startswith("error: ")]
+    assert f"--model_dir={pretrained_lm[0]} holds a run already" in line
 
 
 def test_pipeline_and_training_on_a_non_local_filesystem(tmp_path):

@@ -1,6 +1,7 @@
 """The seed's flow: weights from fastai, then the seed README's two calls as written, then
 fine-tuning the imported model in TF (LM fine-tuning and a classifier, pretrained or scratch)."""
 import json
+from unittest import mock
 import shutil
 
 import gin
@@ -112,3 +113,28 @@ def test_an_imported_model_fine_tunes_as_a_classifier(fastai_import, tmp_path, f
     embedding = reader.get_tensor(next(iter(shapes)))
     start = synthetic_state_dict()["0.encoder.weight"]
     assert (np.abs(embedding - start).max() < 0.1) != from_scratch
+
+
+def test_the_seed_flow_compiles_for_cudnn_on_a_gpu_host(fastai_import):
+    """tagger.compile(...) as the seed writes it, on a GPU host: Keras' jit_compile="auto" would
+    turn XLA on and send the LSTM to the fused kernel; the layers say cuDNN cannot run under
+    XLA, so XLA stays off and the train step traces cuDNN's LSTM."""
+    from test_export import a_gpu_reported
+    from trainer.ulmfit_tagger import ulmfit_sequence_tagger
+    real = tf.config.list_physical_devices
+
+    def physical(device_type=None):  # Keras' "auto" asks for any device but the CPU
+        found = real(device_type)
+        return found + [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] \
+            if device_type in (None, "GPU") else found
+    with a_gpu_reported(), mock.patch.object(tf.config, "list_physical_devices", physical), \
+            mock.patch("tensorflow.python.framework.config.is_op_determinism_enabled",
+                       return_value=False):
+        tagger = ulmfit_sequence_tagger(num_classes=3, pretrained_weights=fastai_import[0],
+                                        fixed_seq_len=16, spm_model_file=fastai_import[1])
+        tagger.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        assert tagger.jit_compile is False
+        step = tf.function(lambda ids: tagger(ids, training=True))
+        graph = step.get_concrete_function(tf.TensorSpec([2, 16], tf.int32)).graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "CudnnRNNV3" in ops

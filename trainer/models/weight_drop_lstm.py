@@ -10,7 +10,7 @@ import math
 import keras
 import tensorflow as tf
 
-from trainer.models.lstm_kernel import lstm_sequence, lstm_step
+from trainer.models.lstm_kernel import gpu_available, lstm_sequence, lstm_step
 
 
 def _torch_like_init(units):
@@ -86,6 +86,10 @@ class WeightDropLSTM(keras.layers.Layer):
         self.weight_dropout = weight_dropout
         self.cell = WeightDropLSTMCell(units, weight_dropout, name="cell")
         self.backprop_if = None
+        if gpu_available():
+            # cuDNN, the fastest kernel on a GPU, cannot run inside XLA: Keras'
+            # compile(jit_compile="auto") then leaves XLA off, as for keras.layers.LSTM.
+            self.supports_jit = False
 
     def build(self, input_shape):
         self.cell.build((input_shape[0], input_shape[-1]))
