@@ -57,6 +57,26 @@ def test_a_variable_that_joins_late_takes_fastais_first_step():
     np.testing.assert_allclose(before - early.numpy(), first_step(g), rtol=1e-5)
 
 
+def test_a_frozen_group_has_no_gradient_and_the_clip_sees_the_trained_ones_only():
+    """fastai clips the norm of the gradients that exist: a frozen group (here a LSTM kernel
+    cuDNN computed a gradient for anyway, and an embedding's row gradient) stays put and does
+    not shrink the trained group's step. With a large epsilon Adam's first step is linear in
+    the gradient, so the clip shows: the trained gradient [3, 4] (norm 5) clipped to norm 1."""
+    lr, eps = 1.0, 1e3
+    frozen, table, trained = (keras.Variable(value, name=name) for value, name in (
+        ([1.0], "lstm_kernel"), (np.zeros([3, 2]), "embedding"), ([0.0, 0.0], "head")))
+    adam = FastaiAdam(lr, 0.9, 0.99, eps, weight_decay=None, global_clipnorm=1.0)
+    adam.build([frozen, table, trained])
+    off = lambda: tf.constant(False)
+    adam.update_if = {frozen.path: off, table.path: off}
+    rows = tf.IndexedSlices(100 * tf.ones([2, 2]), tf.constant([0, 2]), tf.constant([3, 2]))
+    adam.apply_gradients([(tf.constant([100.0]), frozen), (rows, table),
+                          (tf.constant([3.0, 4.0]), trained)])
+    assert frozen.numpy().tolist() == [1.0] and not table.numpy().any()
+    clipped = np.array([0.6, 0.8])
+    np.testing.assert_allclose(-trained.numpy(), lr * clipped / (clipped + eps), rtol=1e-4)
+
+
 def test_repeated_embedding_rows_step_as_one_dense_gradient():
     """fastai (PyTorch) sums a repeated token's gradient before Adam squares it."""
     slices = tf.IndexedSlices(tf.ones([3, 2]), tf.constant([0, 0, 1]), tf.constant([3, 2]))

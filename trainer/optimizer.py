@@ -59,6 +59,23 @@ class FastaiAdam(keras.optimizers.Optimizer):
         for state in (*self._grad_averages, *self._square_averages, *self._steps):
             state.assign(ops.zeros_like(state))
 
+    def apply(self, grads, trainable_variables=None):
+        # A frozen group gets no gradient, as in fastai, where its parameters have none: zeroed
+        # here on every kernel (cuDNN's LSTM computes one regardless, and so does the
+        # embedding), it neither moves nor enters the global norm the clip takes.
+        if self.update_if:
+            variables = (self._trainable_variables if trainable_variables is None
+                         else list(trainable_variables))
+            grads = [self._gated(g, v) for g, v in zip(grads, variables)]
+        return super().apply(grads, trainable_variables)
+
+    def _gated(self, gradient, variable):
+        gate = self.update_if.get(getattr(variable, "path", variable.name))
+        if gate is None or gradient is None:
+            return gradient
+        gradient = tf.convert_to_tensor(gradient)
+        return tf.where(gate(), gradient, tf.zeros_like(gradient))
+
     def _clip_gradients(self, grads):
         context = tf.distribute.get_replica_context()
         if not self.gradients_reduced and context and context.num_replicas_in_sync > 1:
