@@ -175,3 +175,19 @@ def test_pipeline_and_training_on_a_non_local_filesystem(tmp_path):
     assert "manifest.json" in tf.io.gfile.listdir("ram://launch_test/data")
     assert tf.train.latest_checkpoint("ram://launch_test/model").endswith("ckpt-3")
     assert tf.io.gfile.listdir("ram://launch_test/model/train")  # TensorBoard events
+
+
+def test_the_gpu_config_sets_what_a_gpu_host_needs():
+    from trainer import lm_training  # registers train_lm
+    del lm_training
+    gin.add_config_file_search_path(PROJECT_ROOT)  # the configs' includes
+    with gin.unlock_config():
+        gin.parse_config_files_and_bindings(
+            [os.path.join(PROJECT_ROOT, "gin_configs/pretrain_awd_lstm.gin"),
+             os.path.join(PROJECT_ROOT, "gin_configs/gpu.gin")], [])
+    try:
+        assert gin.query_parameter("train_lm.mixed_precision") == "mixed_float16"
+        assert gin.query_parameter("train_lm.batch_per_replica") is True
+        assert gin.query_parameter("make_strategy.kind") == "mirrored"
+    finally:
+        gin.clear_config()
