@@ -83,7 +83,8 @@ def replica_masks():
         return strategy.experimental_local_results(strategy.run(replica))
     first, second = masks()
     same = float(tf.reduce_mean(tf.cast(tf.equal(first, second), tf.float32)))
-    return ("ok" if same < 0.9 else "SAME MASKS"), f"{same:.0%} of mask entries agree (~50% expected)"
+    return ("ok" if same < 0.9 else "SAME MASKS"), (
+        f"{same:.0%} of mask entries agree (~50% expected)")
 
 
 def _train(model_dir, data_dir, corpus, steps, *bindings):

@@ -110,7 +110,8 @@ def commands(action, settings):
             raise LaunchError(f"--{required} is required: the GCP {required} of the TPU VM, "
                               f"e.g. --{required}={example}.")
     is_pod(settings["accelerator_type"])  # refuses a malformed type before anything runs
-    if action in ("build_data", "train") and not (settings.get("data_dir") or "").startswith("gs://"):
+    data_dir = settings.get("data_dir") or ""
+    if action in ("build_data", "train") and not data_dir.startswith("gs://"):
         raise LaunchError("--data_dir must be a gs:// path: the TPU hosts read it.")
     if action == "train" and not (settings.get("model_dir") or "").startswith("gs://"):
         raise LaunchError("--model_dir must be a gs:// path: checkpoints must outlive the VM.")

@@ -46,7 +46,8 @@ def calls(cloud):
 def test_the_stand_in_refuses_what_gcloud_refuses(tmp_path):
     """The stand-in is only worth its passes if it fails where gcloud does."""
     zone = "--zone=z"
-    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone).returncode == 2  # no --version
+    no_version = gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone)
+    assert no_version.returncode == 2 and "--version" in no_version.stderr
     assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "create", "t", zone, "--version=v",
                   "--accelerator-type=v4-32", "--workers=4").returncode == 2  # no such flag
     assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone).returncode == 1  # no TPU
@@ -66,7 +67,8 @@ def test_the_stand_in_refuses_what_gcloud_refuses(tmp_path):
                   "--command=true").returncode == 0
     assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "ssh", "t", zone,
                   "--command=cd ~/missing && true").returncode == 1
-    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "delete", "t", zone, "--quiet").returncode == 0
+    assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "delete", "t", zone,
+                  "--quiet").returncode == 0
     assert gcloud(tmp_path, "compute", "tpus", "tpu-vm", "delete", "t", zone).returncode == 1
 
 
@@ -98,7 +100,8 @@ def test_every_action_is_accepted_by_gcloud(tmp_path, accelerator_type, hosts, i
 
 def test_a_wrong_accelerator_type_or_path_is_refused_before_gcloud_runs(tmp_path):
     refused = launch(tmp_path, "--accelerator_type=v4_32", "create")
-    assert refused.returncode == 2 and "--accelerator_type='v4_32' is not a TPU type" in refused.stderr
+    assert refused.returncode == 2
+    assert "--accelerator_type='v4_32' is not a TPU type" in refused.stderr
     assert not (tmp_path / "calls.jsonl").exists()
     with pytest.raises(LaunchError, match="--model_dir must be a gs:// path"):
         commands("train", {**SETTINGS, "model_dir": "/tmp/run"})

@@ -39,7 +39,8 @@ def _weights(model_dir):
     # Everything but bookkeeping: how many saves a run made (and how many host loops TF's
     # multi-worker preemption handler counted) is not training state.
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+            if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH",
+                            "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
                             "checkpointed_runs/.ATTRIBUTES/VARIABLE_VALUE")}
 
 
