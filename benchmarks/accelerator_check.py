@@ -92,7 +92,7 @@ def _train(model_dir, data_dir, corpus, steps, *bindings):
     with gin.unlock_config():
         gin.parse_config([
             f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
-            "BuildSettings.vocab_size = 200", "BuildSettings.valid_fraction = 0.1",
+            "BuildSettings.vocab_size = 120", "BuildSettings.valid_fraction = 0.1",
             "train_lm.batch_size = 16", "train_lm.bptt = 35", f"train_lm.max_steps = {steps}",
             "train_lm.eval_batch_size = 16", "train_lm.steps_per_loop = 2",
             "AWDLSTMLanguageModel.emb_size = 64", "AWDLSTMLanguageModel.hidden_size = 128",
