@@ -125,3 +125,38 @@ def test_a_closed_backprop_gate_gives_zero_gradients_and_an_open_one_the_full_gr
     np.testing.assert_allclose(closed_out, ref_out, atol=1e-6)  # the forward pass is the same
     assert all(not np.any(g.numpy()) for g in closed_grads)
     assert run.experimental_get_tracing_count() == 1
+
+
+def test_cudnns_backward_pass_is_skipped_while_the_gate_is_closed(monkeypatch):
+    """A frozen layer on a GPU costs no backward pass: a stand-in for cuDNN's LSTM (the fused
+    kernel, counting its backward passes) runs backward only while the gate is open."""
+    from trainer.models import lstm_kernel
+    backward_passes = tf.Variable(0)
+
+    def cudnn_stand_in(*args):
+        @tf.custom_gradient
+        def counted(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                outputs = lstm_kernel._fused_lstm(*args)
+
+            def gradient(*dys):
+                with tf.control_dependencies([backward_passes.assign_add(1)]):
+                    return tape.gradient(outputs, args, output_gradients=dys,
+                                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return outputs, gradient
+        return counted(*[tf.convert_to_tensor(a) for a in args])
+    monkeypatch.setattr(lstm_kernel, "_cudnn_lstm", cudnn_stand_in)
+    case = _case(3, 7, 5, 4, seed=3)
+    gate = tf.Variable(True)
+    run = tf.function(lambda *case: _outputs_and_gradients(
+        lambda *a: lstm_sequence(*a, implementation="cudnn", backprop=gate.read_value()), case))
+    _, grads = run(*case)
+    _, ref_grads = _outputs_and_gradients(reference_lstm, case)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert int(backward_passes.numpy()) == 1
+    gate.assign(False)
+    _, closed = run(*case)
+    assert all(not np.any(g.numpy()) for g in closed)
+    assert int(backward_passes.numpy()) == 1  # not run again

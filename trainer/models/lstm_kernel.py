@@ -174,13 +174,32 @@ def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
     return outputs, h, c
 
 
+def _backward_if(backprop, layer, *args):
+    """`layer(*args)`, whose backward pass runs only while `backprop` is True (zeros else)."""
+    args = [tf.convert_to_tensor(a) for a in args]
+
+    @tf.custom_gradient
+    def gated(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            outputs = layer(*args)
+
+        def gradient(*output_gradients):
+            return tf.cond(backprop, lambda: tuple(tape.gradient(
+                outputs, args, output_gradients=output_gradients,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)),
+                lambda: tuple(tf.zeros_like(a) for a in args))
+        return outputs, gradient
+    return gated(*args)
+
+
 def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation=None,
                   backprop=None, shards=None):
     """inputs [batch, time, in] -> (outputs [batch, time, units], last h, last c).
 
-    `backprop`: a scalar bool tensor; while it is False the fused kernel skips its backward
-    pass and returns zero gradients (frozen layers, without tracing the step anew). cuDNN
-    ignores it and computes the gradients anyway. `shards`: slices of the batch the fused
+    `backprop`: a scalar bool tensor; while it is False the backward pass is skipped and the
+    gradients are zeros (frozen layers, without tracing the step anew), on either kernel.
+    `shards`: slices of the batch the fused
     kernel runs side by side (default `batch_shards`; 1 inside an XLA cluster, where ops run
     one at a time).
     """
@@ -189,7 +208,10 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
             gpu_available(), in_xla_context())
     if implementation == "cudnn":
         try:
-            return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
+            if backprop is None:
+                return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
+            return _backward_if(backprop, _cudnn_lstm, inputs, h0, c0, kernel,
+                                recurrent_kernel, bias)
         except NotImplementedError:  # Keras found no usable cuDNN op after all
             pass
     if shards is None:
