@@ -44,6 +44,12 @@ def _minor(version):
     return tuple(int(part) for part in version.split(".")[:2])
 
 
+def _tpu_extra(requirements):
+    """The `[tpu]` extra's requirements, without their markers."""
+    return [r.split(";")[0].strip() for r in requirements
+            if re.search(r"""extra\s*==\s*["']tpu["']""", r)]
+
+
 def supported_minors(requirements):
     """(lowest, highest exclusive) TF minor versions of the project's `tensorflow` requirement."""
     [spec] = [r for r in requirements if _name(r) == "tensorflow" and "extra" not in r]
@@ -65,9 +71,7 @@ def plan(requirements, installed):
     steps = []
     tf_version = installed.get("tensorflow-tpu")
     if tf_version is None:
-        tpu_stack = [r.split(";")[0].strip() for r in requirements
-                     if re.search(r"""extra\s*==\s*["']tpu["']""", r)
-                     and _name(r) in _TF_PACKAGES]
+        tpu_stack = [r for r in _tpu_extra(requirements) if _name(r) in _TF_PACKAGES]
         steps.append(["install", *tpu_stack])
         [pin] = [r for r in tpu_stack if _name(r) == "tensorflow-tpu"]
         tf_version = pin.split("==")[1]
@@ -78,9 +82,8 @@ def plan(requirements, installed):
             "launch.tpu_vm's default --runtime_version.")
     major, minor = _minor(tf_version)
     steps.append(["install", "--no-deps", f"tensorflow-text>={major}.{minor},<{major}.{minor + 1}"])
-    rest = [r for r in requirements if ";" not in r and _name(r) not in _TF_PACKAGES]
-    rest += [r.split(";")[0].strip() for r in requirements
-             if re.search(r"""extra\s*==\s*["']tpu["']""", r) and _name(r) not in _TF_PACKAGES]
+    base = [r for r in requirements if ";" not in r]
+    rest = [r for r in base + _tpu_extra(requirements) if _name(r) not in _TF_PACKAGES]
     steps.append(["install", *rest])
     return steps
 

@@ -111,3 +111,6 @@ def test_the_chief_is_read_off_tf_config_without_a_strategy(monkeypatch, cluster
     assert strategies.is_chief()  # no TF_CONFIG: one process
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     assert strategies.is_chief() == chief
+    # Where a downstream run's weights go on this worker: kept, or a scratch copy inside.
+    assert strategies.checkpoint_write_dir(None, "/m") == (
+        "/m" if chief else f"/m/.worker-{task['index']}")

@@ -52,9 +52,10 @@ def prepare_data(data_dir, build_input, spm_model=None, chief=True, wait_seconds
     (encoded with `spm_model` when given, else with a SentencePiece model trained on it). Only
     the chief builds; other workers wait up to `wait_seconds` for its manifest."""
     manifest_path = os.path.join(data_dir, MANIFEST_NAME)
-    if build_input and not tf.io.gfile.exists(manifest_path) and not chief:
-        _wait_for(manifest_path, build_input, wait_seconds)
-    elif build_input and not tf.io.gfile.exists(manifest_path):
+    if build_input and not tf.io.gfile.exists(manifest_path):
+        if not chief:
+            _wait_for(manifest_path, build_input, wait_seconds)
+            return load_manifest(data_dir)
         logging.info("Building %s from %s.", data_dir, build_input)
         try:
             build(data_dir, configurables.build_settings(input=build_input,

@@ -71,12 +71,17 @@ def make_strategy(kind="one_device", devices=None, cpu_replicas=0, tpu="local"):
     return _tpu_strategy(tpu)
 
 
+def _resolver(strategy):
+    """`strategy`'s cluster resolver; without a strategy, the one of the TF_CONFIG variable."""
+    return (getattr(strategy, "cluster_resolver", None) if strategy is not None
+            else tf.distribute.cluster_resolver.TFConfigClusterResolver())
+
+
 def is_chief(strategy=None):
     """The worker that keeps checkpoints and writes summaries and run files (the only process
     outside multi-worker; a pod slice's one client). Without a strategy: this process's role in
     the TF_CONFIG variable."""
-    resolver = (getattr(strategy, "cluster_resolver", None) if strategy is not None
-                else tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    resolver = _resolver(strategy)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     chief_type = "chief" if "chief" in resolver.cluster_spec().as_dict() else "worker"
@@ -84,11 +89,12 @@ def is_chief(strategy=None):
 
 
 def checkpoint_write_dir(strategy, directory):
-    """Where this worker saves: `directory` on the chief, a scratch directory inside it elsewhere.
+    """Where this worker saves: `directory` on the chief, a scratch directory inside it elsewhere
+    (`strategy` None: this process's role in TF_CONFIG).
 
     Every worker saves (the variables are synchronized collectively); only the chief's copy is
     kept, the others go to scratch directories, as TF recommends for multi-worker runs.
     """
     if is_chief(strategy):
         return directory
-    return os.path.join(directory, f".worker-{strategy.cluster_resolver.task_id}")
+    return os.path.join(directory, f".worker-{_resolver(strategy).task_id}")

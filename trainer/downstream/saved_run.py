@@ -8,14 +8,13 @@ through `load_run` alone, so they need no gin and no training data.
 import dataclasses
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
 from trainer.pretrained import (PretrainedModelError, model_checkpoint, restore_weights,
                                 weights_by_path)
-from trainer.strategies import is_chief
+from trainer.strategies import checkpoint_write_dir
 from trainer.ulmfit_classifier import ulmfit_classifier
 from trainer.ulmfit_encoder import tf2_ulmfit_encoder
 from trainer.ulmfit_tagger import tagger_head
@@ -65,13 +64,12 @@ def build_model(description, spm_model_file=None, pretrained_weights=None):
 def save_run(model_dir, model, description, spm_model_file, metrics):
     """Writes the weights, spm.model, downstream.json and metrics.json (last) of a run; on the
     chief only, the one writer of a run directory."""
-    if not is_chief():  # it still saves, as saving may gather values from every worker
-        scratch = tempfile.mkdtemp()
-        model_checkpoint(model).write(os.path.join(scratch, "weights"))
-        tf.io.gfile.rmtree(scratch)
+    write_dir = checkpoint_write_dir(None, model_dir)
+    tf.io.gfile.makedirs(write_dir)
+    model_checkpoint(model).write(os.path.join(write_dir, "weights"))
+    if write_dir != model_dir:  # another worker's: saving may gather values from every worker
+        tf.io.gfile.rmtree(write_dir)
         return metrics
-    tf.io.gfile.makedirs(model_dir)
-    model_checkpoint(model).write(os.path.join(model_dir, "weights"))
     tf.io.gfile.copy(spm_model_file, os.path.join(model_dir, SPM_FILE), overwrite=True)
     write_atomically(os.path.join(model_dir, RUN_FILE),
                      json.dumps(dataclasses.asdict(description), indent=2))
