@@ -14,6 +14,7 @@ recurrent kernel and still get the fast kernel. The choice is explicit (`select_
          (`batch_shards`) and the slices' loops run side by side as separate ops.
 Gate order is Keras' (i, f, c, o), the same as PyTorch's (i, f, g, o).
 """
+import functools
 import os
 
 import tensorflow as tf
@@ -110,7 +111,7 @@ def _recurrence(projected, bias, h0, c0, recurrent_kernel):
     return (hs, hs[-1], cs[-1]), gradient
 
 
-def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop=None):
+def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
     """See lstm_sequence; h0, c0 [batch, units]."""
 
     @tf.custom_gradient
@@ -119,16 +120,9 @@ def _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop=None):
         outputs, recurrence_gradient = _recurrence(projected, bias, h0, c0, recurrent_kernel)
 
         def gradient(*output_gradients):
-            def computed():
-                dz, *rest = recurrence_gradient(*output_gradients)
-                return (tf.einsum("tgb,dg->btd", dz, kernel), tf.einsum("btd,tgb->dg", inputs, dz),
-                        *rest)
-
-            if backprop is None:
-                return computed()
-            # Skipped, the gradient is all zeros: what a frozen layer above frozen ones gets.
-            return tf.cond(backprop, computed, lambda: tuple(tf.zeros_like(t) for t in (
-                inputs, kernel, bias, h0, c0, recurrent_kernel)))
+            dz, *rest = recurrence_gradient(*output_gradients)
+            return (tf.einsum("tgb,dg->btd", dz, kernel), tf.einsum("btd,tgb->dg", inputs, dz),
+                    *rest)
 
         return outputs, gradient
 
@@ -175,7 +169,8 @@ def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
 
 
 def _backward_if(backprop, layer, *args):
-    """`layer(*args)`, whose backward pass runs only while `backprop` is True (zeros else)."""
+    """`layer(*args)`, whose backward pass runs only while `backprop` is True; skipped, the
+    gradients are all zeros, what a frozen layer above frozen ones gets."""
     args = [tf.convert_to_tensor(a) for a in args]
 
     @tf.custom_gradient
@@ -206,18 +201,19 @@ def lstm_sequence(inputs, h0, c0, kernel, recurrent_kernel, bias, implementation
     if implementation is None:  # an export's kernel runs on any host (see xla.portable)
         implementation = "fused" if tracing_portably() else select_implementation(
             gpu_available(), in_xla_context())
+    if backprop is not None:
+        return _backward_if(backprop, functools.partial(
+            lstm_sequence, implementation=implementation, shards=shards),
+            inputs, h0, c0, kernel, recurrent_kernel, bias)
     if implementation == "cudnn":
         try:
-            if backprop is None:
-                return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
-            return _backward_if(backprop, _cudnn_lstm, inputs, h0, c0, kernel,
-                                recurrent_kernel, bias)
+            return _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
         except NotImplementedError:  # Keras found no usable cuDNN op after all
             pass
     if shards is None:
         shards = 1 if in_xla_context() else batch_shards(inputs.shape[0])
     if shards == 1:
-        return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias, backprop)
-    parts = [_fused_lstm(x, h, c, kernel, recurrent_kernel, bias, backprop) for x, h, c in zip(
+        return _fused_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias)
+    parts = [_fused_lstm(x, h, c, kernel, recurrent_kernel, bias) for x, h, c in zip(
         *_split_batch([inputs, h0, c0], shards))]
     return tuple(tf.concat(part, 0) for part in zip(*parts))
