@@ -10,12 +10,17 @@ so ("skipped: ...") instead of passing. On a CPU it runs the resume and mixed-pr
   exact_resume      N steps straight against N/2 + a resumed N/2 under op determinism: the
                     largest weight difference (cuDNN's LSTM has had nondeterminism reported)
   mixed_float16     an LM step with mixed_float16 (GPU's policy): finite loss, tokens/s
+  lm_vs_fastai      LM train tokens/s against fastai/PyTorch on cuDNN, on the same GPU at fastai's
+                    size (400/1152x3): benchmarks/compare_fastai.py --device=gpu, whose whole
+                    table follows (GPU; needs the [bench] extra)
   tpu_bf16_loops    tpu.gin's bf16 step in host loops of steps_per_loop steps (TPU)
-LM tokens/s against fastai/PyTorch with cuDNN at fastai's size: benchmarks/compare_fastai.py, run
-on the same GPU (it needs the [bench] extra).
 """
+import importlib.util
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from absl import app, flags
@@ -133,6 +138,26 @@ def mixed_float16(corpus):
         f"(run {time.perf_counter() - start:.0f} s)")
 
 
+def lm_vs_fastai():
+    if not tf.config.list_physical_devices("GPU"):
+        return SKIPPED, "no GPU (on a CPU: benchmarks/compare_fastai.py)"
+    if not all(importlib.util.find_spec(m) for m in ("torch", "fastai")):
+        return SKIPPED, "needs the [bench] extra: pip install -e '.[bench]'"
+    rates = os.path.join(FLAGS.work_dir, "lm_vs_fastai.json")
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, os.path.join(here, "compare_fastai.py"), "--device=gpu",
+                           "--rounds=3", "--steps=10", f"--json_out={rates}"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        return "FAILED", f"compare_fastai.py: {done.stderr.strip().splitlines()[-1:]}"
+    with open(rates) as f:
+        rate = json.load(f)
+    ours, theirs = rate["ours, TF kernels"], rate["fastai, glibc malloc"]
+    return ("ok" if ours >= theirs else "SLOWER"), (
+        f"ours {ours:,.0f} tokens/s = {ours / theirs:.2f}x fastai's {theirs:,.0f} "
+        f"(XLA step {rate['ours, XLA step'] / theirs:.2f}x)\n{done.stdout.strip()}")
+
+
 def tpu_bf16_loops(corpus):
     if not tf.config.list_logical_devices("TPU"):
         return SKIPPED, "no TPU"
@@ -163,7 +188,7 @@ def main(argv):
     print(f"device: {device_name()}")
     checks = [("cudnn_vs_fused", cudnn_vs_fused), ("replica_masks", replica_masks),
               ("exact_resume", lambda: exact_resume(corpus)),
-              ("mixed_float16", lambda: mixed_float16(corpus)),
+              ("mixed_float16", lambda: mixed_float16(corpus)), ("lm_vs_fastai", lm_vs_fastai),
               ("tpu_bf16_loops", lambda: tpu_bf16_loops(corpus))]
     print(f"{'check':<16} {'result':<14} detail")
     for name, check in checks:

@@ -17,9 +17,15 @@ picks (trainer/allocator.py: TF's BFC allocator), twice: on TensorFlow's kernels
 default) and with the step compiled by XLA (`train_lm.jit_compile=True`), since which is faster
 has depended on the CPU. fastai runs twice: with glibc's defaults (as fastai users run it) and
 with glibc told to keep freed blocks on its heap (no mmap per large tensor; it speeds fastai up).
+
+With --device=gpu (what benchmarks/accelerator_check.py runs on a GPU host) both train on the
+first GPU, fastai on cuDNN's LSTM and ours on the kernel trainer.main would pick there, and the
+memory columns give each framework's peak device memory instead of RSS; the glibc variant is
+left out. Both frameworks use their own defaults for TF32 matmuls on GPUs that have them.
 """
 import ctypes
 import itertools
+import json
 import os
 import resource
 import subprocess
@@ -37,6 +43,8 @@ flags.DEFINE_integer("threads", os.cpu_count(), "Threads for both frameworks' ma
 flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
 flags.DEFINE_integer("vocab_size", 8000, "Vocabulary.")
+flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both frameworks train.")
+flags.DEFINE_string("json_out", None, "Also write {system: tokens/s} to this file.")
 flags.DEFINE_string("worker", None, "Internal: run as one of WORKERS.")
 FLAGS = flags.FLAGS
 
@@ -46,8 +54,15 @@ WORKERS = {"ours": "ours, TF kernels", "ours_xla": "ours, XLA step",
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # from glibc's malloc.h
 
 
-def _rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _peak_mb(ours):
+    """Peak RSS on a CPU; on a GPU, the framework's peak device memory."""
+    if FLAGS.device == "cpu":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if ours:
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    import torch  # pylint: disable=g-import-not-at-top
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def _fastai_step():
@@ -58,11 +73,12 @@ def _fastai_step():
     from fastai.text.models.core import get_language_model  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(FLAGS.threads)
     torch.manual_seed(0)
-    model = get_language_model(AWD_LSTM, FLAGS.vocab_size, dict(awd_lstm_lm_config))
+    device = torch.device("cuda" if FLAGS.device == "gpu" else "cpu")
+    model = get_language_model(AWD_LSTM, FLAGS.vocab_size, dict(awd_lstm_lm_config)).to(device)
     model.train()
     model.reset()
     opt = Adam(list(model.parameters()), lr=1e-3, mom=0.7, sqr_mom=0.99, eps=1e-5, wd=0.01)
-    ids = torch.randint(0, FLAGS.vocab_size, (FLAGS.batch_size, FLAGS.bptt + 1))
+    ids = torch.randint(0, FLAGS.vocab_size, (FLAGS.batch_size, FLAGS.bptt + 1), device=device)
     inputs, targets = ids[:, :-1], ids[:, 1:]
 
     def step():
@@ -75,7 +91,7 @@ def _fastai_step():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
         opt.zero_grad()
-        return loss.item()
+        return loss.item()  # waits for the device, so a round's time is the device's
     return step
 
 
@@ -88,7 +104,7 @@ def _our_step(jit_compile):
     from trainer.strategies import make_strategy  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    strategy = make_strategy("one_device", devices=["/cpu:0"])
+    strategy = make_strategy("one_device", devices=[f"/{FLAGS.device}:0"])
     ids = tf.random.stateless_uniform([FLAGS.batch_size, FLAGS.bptt + 1], [0, 1], 0,
                                       FLAGS.vocab_size, tf.int32)
     batch = (ids[:, :-1], ids[:, 1:])
@@ -109,7 +125,7 @@ def _keep_freed_blocks_on_glibc_heap():
 
 
 def worker(kind):
-    """Warms up, then answers each `N` on stdin with the seconds N steps took and peak RSS."""
+    """Warms up, then answers each `N` on stdin with the seconds N steps took and peak memory."""
     ours = kind.startswith("ours")
     if ours:  # imported here: the fastai workers' RSS holds no TensorFlow
         # TensorFlow as trainer.main imports it.
@@ -119,7 +135,7 @@ def worker(kind):
     elif kind == "fastai_tuned":
         _keep_freed_blocks_on_glibc_heap()
     step = _our_step(kind == "ours_xla") if ours else _fastai_step()
-    before = _rss_mb()
+    before = _peak_mb(ours)
     assert not ours or allocator.bfc_serves_cpu()  # building the step made TF's devices
     for _ in range(2):
         step()
@@ -128,7 +144,7 @@ def worker(kind):
         start = time.perf_counter()
         for _ in range(int(line)):
             step()
-        print(f"{time.perf_counter() - start:.6f} {_rss_mb():.0f}", flush=True)
+        print(f"{time.perf_counter() - start:.6f} {_peak_mb(ours):.0f}", flush=True)
 
 
 def main(argv):
@@ -136,12 +152,17 @@ def main(argv):
         return worker(FLAGS.worker)
     del argv
     passed = [f"--{k}={getattr(FLAGS, k)}" for k in ("threads", "batch_size", "bptt",
-                                                      "vocab_size")]
+                                                      "vocab_size", "device")]
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(here), here]),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if FLAGS.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    else:  # both frameworks share the GPU: TF must not take all of its memory at start
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    kinds = [k for k in WORKERS if FLAGS.device == "cpu" or k != "fastai_tuned"]
     workers = {}
-    for kind in WORKERS:  # started one after the other: each warms up alone
+    for kind in kinds:  # started one after the other: each warms up alone
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), f"--worker={kind}",
                                  *passed], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True, env=env)
@@ -150,14 +171,14 @@ def main(argv):
             sys.exit(f"the {kind} worker failed to start (see its error above)")
         workers[kind] = (proc, float(ready[1]))
     round_seconds = {kind: [] for kind in workers}
-    peak_rss = {}
+    peak_mb = {}
     for _ in range(FLAGS.rounds):
         for kind, (proc, _) in workers.items():
             proc.stdin.write(f"{FLAGS.steps}\n")
             proc.stdin.flush()
-            elapsed, rss = proc.stdout.readline().split()
+            elapsed, used_mb = proc.stdout.readline().split()
             round_seconds[kind].append(float(elapsed))
-            peak_rss[kind] = float(rss)
+            peak_mb[kind] = float(used_mb)
     for proc, _ in workers.values():
         proc.stdin.close()
         proc.wait()
@@ -165,26 +186,40 @@ def main(argv):
     per_token = flops_per_token(FLAGS.vocab_size, EMB, HIDDEN)
     tokens = FLAGS.rounds * FLAGS.steps * FLAGS.batch_size * FLAGS.bptt
     rate = {kind: tokens / sum(s) for kind, s in round_seconds.items()}
-    print(f"\nCPU {cpu_description()}")
+    where = "CPU" if FLAGS.device == "cpu" else f"GPU {_gpu_name()}, host CPU"
+    print(f"\n{where} {cpu_description()}")
     print(f"AWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
           f"bptt {FLAGS.bptt}, {FLAGS.threads} threads; {per_token / 1e6:.1f} MFLOP/token; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s; {FLAGS.rounds} x {FLAGS.steps} steps each")
-    # Step memory: the peak RSS beyond what the process held before its first step (model,
+    # Step memory: the peak beyond what the process held before its first step (model,
     # optimizer state and framework), i.e. activations, gradients and workspace of a step.
-    step_mb = {kind: peak_rss[kind] - workers[kind][1] for kind in workers}
+    step_mb = {kind: peak_mb[kind] - workers[kind][1] for kind in workers}
+    memory = "peak RSS MB" if FLAGS.device == "cpu" else "peak GPU MB"
     print(f"{'train step':<22} {'tokens/s':>9} {'vs fastai':>9} {'vs tuned':>9} {'MFU':>6} "
-          f"{'peak RSS MB':>12} {'vs fastai':>9} {'step MB':>8} {'vs fastai':>9}")
-    for kind, label in WORKERS.items():
-        print(f"{label:<22} {rate[kind]:>9,.0f} {rate[kind] / rate['fastai']:>8.2f}x "
-              f"{rate[kind] / rate['fastai_tuned']:>8.2f}x {rate[kind] * per_token / peak:>6.2f} "
-              f"{peak_rss[kind]:>12,.0f} {peak_rss[kind] / peak_rss['fastai']:>8.2f}x "
+          f"{memory:>12} {'vs fastai':>9} {'step MB':>8} {'vs fastai':>9}")
+    for kind in workers:
+        tuned = (f"{rate[kind] / rate['fastai_tuned']:>8.2f}x" if "fastai_tuned" in rate
+                 else f"{'-':>9}")
+        print(f"{WORKERS[kind]:<22} {rate[kind]:>9,.0f} {rate[kind] / rate['fastai']:>8.2f}x "
+              f"{tuned} {rate[kind] * per_token / peak:>6.2f} "
+              f"{peak_mb[kind]:>12,.0f} {peak_mb[kind] / peak_mb['fastai']:>8.2f}x "
               f"{step_mb[kind]:>8,.0f} {step_mb[kind] / step_mb['fastai']:>8.2f}x")
     # The machine is shared: the spread of the per-round ratios says how far to trust the totals.
     for ours, kind in itertools.product(("ours", "ours_xla"), ("fastai", "fastai_tuned")):
-        ratios = [theirs / mine for mine, theirs in zip(round_seconds[ours], round_seconds[kind])]
-        print(f"{WORKERS[ours]} vs {WORKERS[kind]}, per round: {min(ratios):.2f}x to "
-              f"{max(ratios):.2f}x")
+        if kind in workers:
+            ratios = [theirs / mine
+                      for mine, theirs in zip(round_seconds[ours], round_seconds[kind])]
+            print(f"{WORKERS[ours]} vs {WORKERS[kind]}, per round: {min(ratios):.2f}x to "
+                  f"{max(ratios):.2f}x")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump({WORKERS[kind]: rate[kind] for kind in workers}, f)
 
+
+def _gpu_name():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    gpu = tf.config.list_physical_devices("GPU")[0]
+    return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
 
 if __name__ == "__main__":
     app.run(main)

@@ -1,4 +1,5 @@
 """benchmarks/accelerator_check.py on a CPU: it runs what a CPU can and names what it skipped."""
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,27 @@ def test_on_a_cpu_it_checks_resume_and_float16_and_names_the_rest_skipped(tmp_pa
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in lines[2:]}
     assert rows["cudnn_vs_fused"] == ["skipped", "no GPU"]
     assert rows["replica_masks"][0] == "skipped" and rows["tpu_bf16_loops"] == ["skipped", "no TPU"]
+    assert rows["lm_vs_fastai"][0] == "skipped" and "no GPU" in rows["lm_vs_fastai"][1]
     assert rows["exact_resume"][0] == "ok" and "largest weight difference after 8 steps: 0.0e+00" \
         in rows["exact_resume"][1]
     assert rows["mixed_float16"][0] == "ok" and "tokens/s" in rows["mixed_float16"][1]
+
+
+@pytest.mark.heavy
+def test_the_fastai_comparison_it_runs_on_a_gpu_writes_every_systems_rate(tmp_path):
+    """accelerator_check reads compare_fastai's --json_out; here on the CPU at a tiny size."""
+    pytest.importorskip("fastai")
+    rates = tmp_path / "rates.json"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare_fastai.py"),
+                           "--rounds=1", "--steps=1", "--batch_size=2", "--bptt=5",
+                           "--vocab_size=50", f"--json_out={rates}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rate = json.loads(rates.read_text())
+    assert set(rate) == {"ours, TF kernels", "ours, XLA step", "fastai, glibc malloc",
+                         "fastai, glibc heap kept"}
+    assert all(tokens_per_second > 0 for tokens_per_second in rate.values())
+    table = done.stdout.split("\n")
+    assert any(line.startswith("CPU ") for line in table)
+    assert any(line.startswith("ours, TF kernels") and f"{rate['ours, TF kernels']:,.0f}" in line
+               for line in table)
