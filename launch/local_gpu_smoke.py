@@ -6,12 +6,9 @@ and how many tokens/s does the smoke config train at.
 Exits 1 with one `error:` line when no GPU is visible, when the LSTM would not run on cuDNN, or
 when --model_dir already holds a run (the smoke test times a fresh one).
 """
-import os
+from absl import flags
 
-from absl import app, flags
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
+import data_pipeline.lean_tensorflow  # noqa: F401  pylint: disable=unused-import  (its docstring)
 import gin  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -16,14 +16,13 @@ does not parse; it is compiled again. (Damage inside an intact frame is beyond w
 The directory only grows (tens of kB per kernel); deleting it is always safe.
 
 The directory is an environment variable, not a gin binding: TF reads TF_XLA_FLAGS once, when it
-first lists its devices, and with TensorFlow imported absl's app.run does that before the
-program's main (and its gin parsing) runs. So trainer.main sets the flag when it is imported.
+first lists its devices, which a command-line tool does as it imports TensorFlow
+(data_pipeline/lean_tensorflow.py). So trainer.main sets the flag before it imports TensorFlow,
+and this module imports no TensorFlow at the top.
 """
 import os
 
 from absl import logging
-
-from data_pipeline.errors import UserError
 
 ENV = "ULMFIT_XLA_CACHE_DIR"
 _FLAGS = "TF_XLA_FLAGS"
@@ -50,6 +49,7 @@ def use_compilation_cache():
 def check_compilation_cache():
     """Creates the directory use_compilation_cache chose, and removes damaged entries; call
     before the first compilation. A directory that cannot be used is a UserError."""
+    from data_pipeline.errors import UserError  # pylint: disable=import-outside-toplevel
     directory = cache_directory()
     if not directory or f"{_DIRECTORY_FLAG}={directory}" not in os.environ.get(_FLAGS, ""):
         return

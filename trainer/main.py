@@ -1,16 +1,13 @@
 """python -m trainer.main --gin_file=gin_configs/smoke.gin [--gin_param=...] --model_dir=DIR"""
-import os
-
-# Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # pylint: disable=wrong-import-position
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 from trainer.compilation_cache import check_compilation_cache, use_compilation_cache
 
-# Before absl's app.run, whose first act (with TensorFlow imported) makes TF read TF_XLA_FLAGS.
+# Before TensorFlow starts: it reads TF_XLA_FLAGS once, when it first lists its devices.
 use_compilation_cache()
 
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import json
+import os
 import sys
 import tokenize
 
