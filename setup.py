@@ -20,6 +20,10 @@ TENSORFLOW = ["tensorflow>=2.20,<2.22", "tensorflow-text>=2.20,<2.22"]
 # `import tensorflow` (ConfigureDistributedTpuOp_DoWork), so libtpu is pinned to the release
 # TF names. A named TPU (pods) is resolved through the Cloud TPU API client.
 TPU = ["tensorflow-tpu==2.20.0", "libtpu==0.0.14", "cloud-tpu-client>=0.10"]
+# trainer/optimizer.py and the LSTM kernel use Keras internals (trainer/models/keras_internals.py
+# lists them; tests/test_keras_internals.py checks them): the Keras minor version they were
+# tested with. Raise the bound after that test passes on a newer one.
+KERAS = "keras>=3.15,<3.16"
 
 setup(
     name="tf2-ulmfit",
@@ -32,6 +36,7 @@ setup(
     python_requires=">=3.10,<3.14",
     install_requires=[
         *TENSORFLOW,
+        KERAS,
         "sentencepiece>=0.2.0,<0.3",
         "tensorflow-datasets>=4.9.9,<4.10",
         "gin-config==0.5.0",

@@ -122,7 +122,7 @@ def test_gpu_path_hands_the_dropped_kernel_to_keras_cudnn_lstm():
         raise NotImplementedError  # as Keras does when no cuDNN op exists: falls back to fused
 
     with mock.patch.object(lstm_kernel, "gpu_available", return_value=True), \
-            mock.patch.object(lstm_kernel.keras_backend, "lstm", side_effect=fake_cudnn):
+            mock.patch.object(lstm_kernel, "backend_lstm", side_effect=fake_cudnn):
         seed = tf.constant([1, 1])
         out, _ = layer(x, zeros, training=True, seed=seed)
         layer(x, zeros, training=False)

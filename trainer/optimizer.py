@@ -14,6 +14,10 @@ late (gradual unfreezing) debiases its first steps as first steps. `clear_state`
 and counts, as fastai's `Learner.freeze_to` does at every unfreezing. Under a strategy the
 gradients are summed over replicas before they are clipped, so N replicas clip what one device
 would clip on the global batch (Keras alone clips each replica's share, then sums).
+
+Keras' public API cannot express these, so this class overrides private members of Keras'
+optimizer: trainer/models/keras_internals.py lists them, and its check names any a Keras release
+changed.
 """
 import keras
 from keras import ops

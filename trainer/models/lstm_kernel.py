@@ -18,19 +18,13 @@ import functools
 import os
 
 import tensorflow as tf
-from keras.src import backend as keras_backend  # the entry keras.layers.LSTM uses for cuDNN
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
+from trainer.models.keras_internals import backend_lstm, in_xla_context
 from trainer.models.xla import compiled, tracing_portably
 
 
 def gpu_available() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
-
-
-def in_xla_context() -> bool:
-    """True while tracing inside a jit_compile'd function, where cuDNN ops cannot run."""
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def select_implementation(has_gpu: bool, under_xla: bool) -> str:
@@ -162,7 +156,7 @@ def _split_batch(tensors, shards):
 
 
 def _cudnn_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
-    _, outputs, (h, c) = keras_backend.lstm(
+    _, outputs, (h, c) = backend_lstm(
         inputs, h0, c0, None, kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias,
         activation=tf.tanh, recurrent_activation=tf.sigmoid, return_sequences=True)
     return outputs, h, c
