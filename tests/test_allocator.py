@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _SCRIPT = """
 import os, sys
 import tensorflow as tf
@@ -38,6 +40,7 @@ def _run(mode, **env):
     return served == "True", limit, [float(g) for g in growth]
 
 
+@pytest.mark.heavy
 def test_trainer_main_puts_tensors_on_bfc_which_keeps_freed_memory_for_the_next_one():
     served, limit, growth = _run("main")
     assert served
@@ -52,12 +55,14 @@ def test_trainer_main_puts_tensors_on_bfc_which_keeps_freed_memory_for_the_next_
 PLAIN = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
+@pytest.mark.heavy
 def test_without_it_tf_maps_each_big_tensor_afresh():
     served, _, growth = _run("default", **PLAIN)
     assert not served
     assert max(growth) < 50, growth  # glibc unmaps each freed block: nothing stays
 
 
+@pytest.mark.heavy
 def test_after_the_first_op_it_is_too_late_and_a_users_limit_wins():
     served, limit, _ = _run("late", TF_CPU_BFC_MEM_LIMIT_IN_MB="4096", **PLAIN)
     assert not served and limit == "4096"

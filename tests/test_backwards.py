@@ -13,7 +13,7 @@ from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.downstream.tagging import train_tagger
 from trainer.generate import generate
 from trainer.models.reverse_tokens import reverse_tokens
-from trainer.pretrained import load_language_model, load_pretrained_config, weights_by_path
+from trainer.pretrained import load_language_model, load_pretrained_config
 from trainer.ulmfit_classifier import ulmfit_classifier
 
 NO_DROPOUT = dict(output_p=0.0, hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
@@ -30,6 +30,7 @@ def backward_copy(model_dir, target):
     return str(target)
 
 
+@pytest.mark.heavy
 def test_a_backward_lm_records_its_direction_and_is_fine_tuned_as_one(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", paragraphs=200)
     data = str(tmp_path / "data")

@@ -83,6 +83,7 @@ def test_an_unknown_beam_runner_is_refused_before_anything_is_read(tmp_path, cor
     assert not os.path.exists(tmp_path / "data")
 
 
+@pytest.mark.heavy
 def test_killed_build_leaves_nothing_claimed_and_rerun_completes(tmp_path):
     corpus = write_corpus(tmp_path / "big.txt", paragraphs=6000, seed=1)
     out = tmp_path / "data"
@@ -163,6 +164,7 @@ def test_text_document_units(tmp_path):
     assert texts("file") == ["a b\nc d\n\n\ne f"]
 
 
+@pytest.mark.heavy
 def test_pydocs_corpus_is_stdlib_docs_without_tests():
     docs = list(read_documents("builtin:pydocs"))
     words = sum(len(text.split()) for _, text in docs)

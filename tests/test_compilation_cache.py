@@ -49,6 +49,7 @@ def _entries(cache):
     return sorted(name for name in os.listdir(cache) if name.endswith(".pb"))
 
 
+@pytest.mark.heavy
 def test_a_later_run_loads_the_kernel_and_a_damaged_entry_is_named_and_compiled_again(
         tmp_path):
     cache = str(tmp_path / "xla")
@@ -76,12 +77,14 @@ def test_a_later_run_loads_the_kernel_and_a_damaged_entry_is_named_and_compiled_
     assert "Loading cached entry" in _run(cache, tmp_path)
 
 
+@pytest.mark.heavy
 def test_a_cache_dir_the_user_set_in_tf_xla_flags_wins(tmp_path):
     theirs, ours = str(tmp_path / "theirs"), str(tmp_path / "ours")
     _run(ours, tmp_path, TF_XLA_FLAGS=f"--tf_xla_persistent_cache_directory={theirs}")
     assert len(_entries(theirs)) == 1 and not os.path.exists(ours)
 
 
+@pytest.mark.heavy
 def test_an_unusable_cache_dir_is_one_error_naming_the_variable_and_its_advice_works(
         tmp_path, monkeypatch):
     blocker = tmp_path / "file"

@@ -35,7 +35,7 @@ def _mirrored(replicas):
     return make_strategy("mirrored", devices=[f"/cpu:{i}" for i in range(replicas)])
 
 
-@pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.parametrize("replicas", [2, pytest.param(4, marks=pytest.mark.heavy)])
 def test_mirrored_steps_equal_one_device_on_the_global_batch(replicas):
     ids = tf.random.stateless_uniform([2, ROWS, T + 1], [3, 4], 0, V, tf.int32)
     single = _task(make_strategy("one_device"), **NO_DROPOUT)
@@ -88,6 +88,7 @@ def test_each_replica_draws_its_own_weight_drop_mask(weight_p, differ):
     assert (np.abs(h[:ROWS // 2] - h[ROWS // 2:]).max() > 1e-4) == differ
 
 
+@pytest.mark.heavy
 def test_jit_compiled_step_under_mirrored():
     ids = tf.random.stateless_uniform([2, ROWS, T + 1], [3, 4], 0, V, tf.int32)
     task = _task(_mirrored(2), jit_compile=True)
@@ -111,6 +112,7 @@ def test_worker_dataset_gives_each_replica_its_own_stream(unique_manifest):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
     from trainer.optimizer import fastai_adam
@@ -155,6 +157,7 @@ def _fitted_tagger(strategy, ids, tags):
     return model
 
 
+@pytest.mark.heavy
 def test_downstream_fit_on_replicas_clips_the_summed_gradient_as_one_device():
     ids = tf.random.stateless_uniform([2 * ROWS, T], [5, 6], 4, V, tf.int32)
     tags = tf.random.stateless_uniform([2 * ROWS, T], [7, 8], 0, 3, tf.int32)
@@ -164,6 +167,7 @@ def test_downstream_fit_on_replicas_clips_the_summed_gradient_as_one_device():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("per_replica, rows", [(False, 4), (True, 8)])
 def test_a_per_replica_batch_grows_with_the_replicas(tmp_path, corpus_file, per_replica, rows):
     """tpu.gin's batch_per_replica: batch_size 4 on 2 replicas trains 8 rows a step (each

@@ -183,6 +183,7 @@ def test_a_fit_that_raises_leaves_every_group_training():
     assert model.optimizer.update_if == {}
 
 
+@pytest.mark.heavy
 def test_a_killed_fine_tuning_run_goes_on_from_its_last_epoch(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.integers(4, 30, (8, 5)).astype(np.int32), rng.integers(0, 3, 8)

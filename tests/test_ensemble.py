@@ -47,6 +47,7 @@ def _probabilities(run):
                            for t in TEXTS])
 
 
+@pytest.mark.heavy
 def test_the_ensemble_scores_with_the_mean_of_its_members_probabilities(members, tmp_path):
     forward, backward = map(_probabilities, members)
     assert load_run(members[1])[1].settings["backwards"]
@@ -65,6 +66,7 @@ def test_the_ensemble_scores_with_the_mean_of_its_members_probabilities(members,
         "scores"], expected, atol=1e-6)
 
 
+@pytest.mark.heavy
 def test_predict_runs_an_ensemble_and_scores_labelled_input(members, tmp_path):
     labels = ["a", "b", "c"]
     inputs = tmp_path / "labelled.jsonl"

@@ -115,6 +115,7 @@ def test_reloaded_outputs_equal_the_keras_model(exported, pretrained_lm, spm_fil
     np.testing.assert_allclose(loaded(tf.constant(TEXTS)).numpy(), hidden, atol=1e-6)
 
 
+@pytest.mark.heavy
 def test_loads_as_a_hub_keras_layer_without_this_package(exported, pretrained_lm, tmp_path):
     path, fixed_seq_len = exported
     script = textwrap.dedent(f"""
@@ -165,6 +166,7 @@ def a_gpu_reported():
         yield
 
 
+@pytest.mark.heavy
 def test_an_export_made_on_a_gpu_host_serves_on_a_cpu_host(pretrained_lm, tmp_path):
     """No cuDNN op (no CPU kernel) and no XLA-compiled function (TF Serving would need XLA);
     a fresh CPU-only process gets the Keras model's outputs."""

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
@@ -35,6 +36,7 @@ def test_generation_is_seeded_and_samples_only_the_lms_likeliest_pieces(pretrain
     assert len(greedy) <= 40
 
 
+@pytest.mark.heavy
 def test_generate_prints_the_prompt_and_its_continuation(pretrained_lm):
     done = subprocess.run([sys.executable, "-m", "trainer.generate",
                            f"--model_dir={pretrained_lm[0]}", f"--prompt={PROMPT}",

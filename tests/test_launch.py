@@ -76,6 +76,7 @@ def test_the_stand_in_refuses_what_gcloud_refuses(tmp_path):
     ("v4-8", 1, f"tpu-vm-tf-{TPU_TENSORFLOW}-pjrt"),
     ("v4-32", 4, f"tpu-vm-tf-{TPU_TENSORFLOW}-pod-pjrt"),
     ("v5litepod-16", 4, f"tpu-vm-tf-{TPU_TENSORFLOW}-pod-pjrt")])
+@pytest.mark.heavy
 def test_every_action_is_accepted_by_gcloud(tmp_path, accelerator_type, hosts, image):
     """create, setup, build_data, train, logs and delete, as gcloud's grammar reads them: one
     process on worker 0, single host or pod, which holds the copied checkout."""
@@ -98,6 +99,7 @@ def test_every_action_is_accepted_by_gcloud(tmp_path, accelerator_type, hosts, i
     assert not (tmp_path / "tpus" / "ulmfit.json").exists()
 
 
+@pytest.mark.heavy
 def test_a_wrong_accelerator_type_or_path_is_refused_before_gcloud_runs(tmp_path):
     refused = launch(tmp_path, "--accelerator_type=v4_32", "create")
     assert refused.returncode == 2
@@ -144,6 +146,7 @@ def test_tpu_install_keeps_the_images_tensorflow():
         tpu_install.plan(requirements, {**image, "tensorflow-tpu": "2.19.1"})
 
 
+@pytest.mark.heavy
 def test_gpu_smoke_says_no_gpu_on_a_cpu_machine(tmp_path, pretrained_lm):
     result = subprocess.run([sys.executable, "-m", "launch.local_gpu_smoke",
                              f"--model_dir={tmp_path}"], capture_output=True, text=True)

@@ -48,6 +48,7 @@ def test_states_are_carried_and_reset():
 NO_DROPOUT = dict(output_p=0, hidden_p=0, input_p=0, embed_p=0, weight_p=0)
 
 
+@pytest.mark.heavy
 def test_xla_compiled_step_matches_the_plain_step():
     # Dropout off: XLA draws stateless random numbers its own way, so masks differ by design.
     plain, compiled = _task(**NO_DROPOUT), _task(jit_compile=True, **NO_DROPOUT)
@@ -63,6 +64,7 @@ def test_xla_compiled_step_matches_the_plain_step():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_xla_step_with_all_regularizers_is_repeatable():
     def run():
         task = _task(jit_compile=True, weight_p=0.5)

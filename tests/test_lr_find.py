@@ -75,6 +75,7 @@ def test_valley_and_steep_pick_fastais_points():
             assert ours(points, curve)[0] == pytest.approx(expected[0])
 
 
+@pytest.mark.heavy
 def test_lr_find_plots_a_language_models_sweep_and_leaves_the_model_alone(pretrained_lm,
                                                                            tmp_path):
     model_dir, data_dir = pretrained_lm

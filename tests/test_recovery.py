@@ -28,6 +28,7 @@ def error_line(result):
     return line
 
 
+@pytest.mark.heavy
 def test_a_failed_build_accepts_the_corrected_command(tmp_path):
     corpus = write_corpus(tmp_path / "c.txt", 300)
     out = f"--output_dir={tmp_path}/data"
@@ -47,6 +48,7 @@ def test_a_failed_build_accepts_the_corrected_command(tmp_path):
     assert sha256(tmp_path / "data" / "spm.model") == sha256(tmp_path / "fresh" / "spm.model")
 
 
+@pytest.mark.heavy
 def test_rerunning_the_build_names_lost_shards_and_the_advised_repair_restores_them(tmp_path):
     """A directory read from gs:// by many hosts can lose shards after it was built: rerunning
     the original command names every one (not "complete"), and its advice rebuilds them."""
@@ -119,6 +121,7 @@ def _truncate_data(prefix):
         f.truncate(os.path.getsize(data) // 2)
 
 
+@pytest.mark.heavy
 def test_a_damaged_latest_checkpoint_gives_way_to_the_newest_intact_one(tmp_path, caplog):
     corpus = write_corpus(tmp_path / "c.txt", 300)
     model, data = tmp_path / "model", tmp_path / "data"
