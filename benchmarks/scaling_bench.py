@@ -5,7 +5,7 @@
 Prints tokens/s per replica count and a step-time breakdown: reading the input, computing one
 replica's gradients, all-reducing a gradient-sized list, and the whole step. On a 2-core CPU the
 replicas share the same cores, so no speed-up is expected: the point is the breakdown (how much
-the data-parallel machinery costs), which docs/scaling.md scales up to real hardware.
+the data-parallel machinery costs), which docs/distributed.md scales up to real hardware.
 """
 import os
 import tempfile

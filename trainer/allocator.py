@@ -9,7 +9,7 @@ train step whose logits, activations and gradients are tens of MB page-faults it
 set in again, every step: the AWD-LSTM LM step spent about a quarter of its time there. TF's
 BFC allocator (the one it uses on GPUs; on the CPU behind TF_CPU_ALLOCATOR_USE_BFC) keeps what a
 step frees in its own pool and best-fits the next step's tensors into it. On the LM step
-(benchmarks/compare_fastai.py, docs/scaling.md) it is as fast as telling glibc to keep freed
+(benchmarks/compare_fastai.py, docs/performance.md) it is as fast as telling glibc to keep freed
 blocks on its heap (what this module did before) with a 700 MB lower peak RSS. The cost: the
 process keeps its peak tensor memory instead of returning it between steps, which a training
 process does anyway.
