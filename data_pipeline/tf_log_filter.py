@@ -16,11 +16,14 @@ import os
 import re
 
 STARTED = b"\x00tf2-ulmfit: TensorFlow started\n"
-# absl's prefix: severity, MMDD, time (seconds since the epoch before absl::InitializeLog),
-# thread, file:line; e.g. "I0000 00:00:1796191295.746061   12988 port.cc:153] ".
-_RECORD = re.compile(rb"^([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
+# A record's prefix as absl writes it (TF 2.21): severity, MMDD, time (seconds since the epoch
+# before absl::InitializeLog), thread, file:line, e.g. "I0000 00:00:1796191295.746061   12988
+# port.cc:153] "; or as TF 2.20's own logging does: "2026-12-02 08:00:38.482304: I
+# tensorflow/core/util/port.cc:153] ".
+_RECORD = re.compile(rb"^(?:([IWEF])\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+                     rb"|\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) [\w./-]+:\d+\] )")
 # What a line may begin with while it could still become a record or a NOISE line.
-_MAY_BECOME_LOG = re.compile(rb"^([IWEF][\d :.]*|W[A-Z :a-z]*|T[a-z ]*)$")
+_MAY_BECOME_LOG = re.compile(rb"^([IWEF][\d :.]*|W[A-Z :a-z]*|T[a-z ]*|[\d: .-]+[IWEF]?)$")
 NOISE = (
     b"All log messages before absl::InitializeLog() is called are written to STDERR",
     b"To enable the following instructions:",  # the second line of an INFO record
@@ -36,7 +39,8 @@ NOISE = (
 
 def is_noise(line: bytes, started: bool) -> bool:
     record = _RECORD.match(line)
-    if record and (record.group(1) == b"I" or (record.group(1) == b"W" and not started)):
+    severity = record and (record.group(1) or record.group(2))
+    if severity == b"I" or (severity == b"W" and not started):
         return True
     return any(noise in line for noise in NOISE)
 

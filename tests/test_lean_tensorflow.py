@@ -79,6 +79,10 @@ def _record(severity, where, text):
 def test_the_filter_drops_start_up_chatter_and_cache_noise_and_keeps_the_rest():
     start = [b"WARNING: All log messages before absl::InitializeLog() is called are written to "
              b"STDERR\n", _record("I", "port.cc:153", "oneDNN custom operations are on."),
+             b"2026-12-02 08:00:38.482304: I tensorflow/core/util/port.cc:153] oneDNN custom "
+             b"operations are on.\n",  # TF 2.20's format
+             b"2026-12-02 08:00:38.482304: W tensorflow/compiler/tf2tensorrt/utils/py_utils.cc:38] "
+             b"TF-TRT Warning: Could not find TensorRT\n",
              _record("W", "x.cc:1", "a start-up warning"),
              b"To enable the following instructions: AVX2 FMA, in other operations\n",
              _record("E", "cuda_platform.cc:52", "failed call to cuInit: UNKNOWN ERROR (303)")]
