@@ -77,7 +77,8 @@ def _filter_cpp_log():
     os.dup2(noise_filter.stdin.fileno(), 2)
     noise_filter.stdin.close()  # fd 2 is now the pipe's only writing end here
     _filter_process.append(noise_filter)
-    sys.stderr = open(real_stderr, "w", buffering=1, encoding=sys.stderr.encoding,  # pylint: disable=consider-using-with
+    # pylint: disable-next=consider-using-with
+    sys.stderr = open(real_stderr, "w", buffering=1, encoding=sys.stderr.encoding,
                       errors="backslashreplace")
     handler = absl_logging.get_absl_handler()
     handler.python_handler.stream = sys.stderr

@@ -6,15 +6,14 @@ and how many tokens/s does the smoke config train at.
 Exits 1 with one `error:` line when no GPU is visible, when the LSTM would not run on cuDNN, or
 when --model_dir already holds a run (the smoke test times a fresh one).
 """
+import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 from absl import flags
+import gin
+import tensorflow as tf
 
-import data_pipeline.lean_tensorflow  # noqa: F401  pylint: disable=unused-import  (its docstring)
-import gin  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from data_pipeline.errors import UserError, run_tool  # noqa: E402
-from trainer import lm_training  # noqa: E402
-from trainer.models.weight_drop_lstm import WeightDropLSTM  # noqa: E402
+from data_pipeline.errors import UserError, run_tool
+from trainer import lm_training
+from trainer.models.weight_drop_lstm import WeightDropLSTM
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 300, "Training steps of the smoke config.")

@@ -107,3 +107,17 @@ def test_a_progress_bar_passes_before_its_line_ends():
     assert os.read(proc.stdout.fileno(), 100) == b"\repoch 1/3:  10%|#  | 20/195"
     proc.stdin.close()
     proc.wait()
+
+
+def test_python_log_records_shown_are_ours_at_info_and_anyones_from_warning_up():
+    import logging  # pylint: disable=import-outside-toplevel
+
+    from data_pipeline import lean_tensorflow  # pylint: disable=import-outside-toplevel
+    ours = os.path.join(ROOT, "trainer", "controller.py")
+    theirs = os.path.join(os.path.dirname(logging.__file__), "gin", "resource_reader.py")
+    shown = {(path, level): lean_tensorflow._own_info_only(  # pylint: disable=protected-access
+        logging.LogRecord("absl", level, path, 1, "message", None, None))
+        for path in (ours, theirs) for level in (logging.INFO, logging.WARNING, logging.ERROR)}
+    assert shown == {(ours, logging.INFO): True, (ours, logging.WARNING): True,
+                     (ours, logging.ERROR): True, (theirs, logging.INFO): False,
+                     (theirs, logging.WARNING): True, (theirs, logging.ERROR): True}
