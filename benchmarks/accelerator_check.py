@@ -28,7 +28,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from machine import cpu_description  # same directory
+from machine import cpu_description, gpu_name  # same directory
 from trainer.lm_task import mask_seed
 from trainer.models.lstm_kernel import lstm_sequence
 from trainer.models.weight_drop_lstm import drop_connect
@@ -44,8 +44,7 @@ def device_name():
         return f"TPU ({len(tpus)} cores visible)"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"{len(gpus)} x GPU {details.get('device_name', gpus[0].name)}"
+        return f"{len(gpus)} x GPU {gpu_name()}"
     return f"CPU only: {cpu_description()}"
 
 
@@ -149,13 +148,14 @@ def lm_vs_fastai():
                            "--rounds=3", "--steps=10", f"--json_out={rates}"],
                           capture_output=True, text=True, check=False)
     if done.returncode:
-        return "FAILED", f"compare_fastai.py: {done.stderr.strip().splitlines()[-1:]}"
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return "FAILED", f"compare_fastai.py: {last}"
     with open(rates) as f:
         rate = json.load(f)
-    ours, theirs = rate["ours, TF kernels"], rate["fastai, glibc malloc"]
+    ours, theirs = rate["ours"], rate["fastai"]
     return ("ok" if ours >= theirs else "SLOWER"), (
         f"ours {ours:,.0f} tokens/s = {ours / theirs:.2f}x fastai's {theirs:,.0f} "
-        f"(XLA step {rate['ours, XLA step'] / theirs:.2f}x)\n{done.stdout.strip()}")
+        f"(XLA step {rate['ours_xla'] / theirs:.2f}x)\n{done.stdout.strip()}")
 
 
 def tpu_bf16_loops(corpus):

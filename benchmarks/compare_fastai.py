@@ -34,7 +34,7 @@ import time
 
 from absl import app, flags
 
-from machine import cpu_description  # same directory
+from machine import cpu_description, gpu_name  # same directory
 from model_flops import flops_per_token, matmul_peak  # same directory
 
 flags.DEFINE_integer("rounds", 4, "Timed rounds per framework, alternating.")
@@ -44,7 +44,7 @@ flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
 flags.DEFINE_integer("vocab_size", 8000, "Vocabulary.")
 flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Where both frameworks train.")
-flags.DEFINE_string("json_out", None, "Also write {system: tokens/s} to this file.")
+flags.DEFINE_string("json_out", None, "Also write {worker: tokens/s} (WORKERS' keys) here.")
 flags.DEFINE_string("worker", None, "Internal: run as one of WORKERS.")
 FLAGS = flags.FLAGS
 
@@ -186,7 +186,7 @@ def main(argv):
     per_token = flops_per_token(FLAGS.vocab_size, EMB, HIDDEN)
     tokens = FLAGS.rounds * FLAGS.steps * FLAGS.batch_size * FLAGS.bptt
     rate = {kind: tokens / sum(s) for kind, s in round_seconds.items()}
-    where = "CPU" if FLAGS.device == "cpu" else f"GPU {_gpu_name()}, host CPU"
+    where = "CPU" if FLAGS.device == "cpu" else f"GPU {gpu_name()}, host CPU"
     print(f"\n{where} {cpu_description()}")
     print(f"AWD-LSTM LM {EMB}/{HIDDEN}x3, vocab {FLAGS.vocab_size}, batch {FLAGS.batch_size}, "
           f"bptt {FLAGS.bptt}, {FLAGS.threads} threads; {per_token / 1e6:.1f} MFLOP/token; "
@@ -213,13 +213,8 @@ def main(argv):
                   f"{max(ratios):.2f}x")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
-            json.dump({WORKERS[kind]: rate[kind] for kind in workers}, f)
+            json.dump(rate, f)
 
-
-def _gpu_name():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    gpu = tf.config.list_physical_devices("GPU")[0]
-    return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
 
 if __name__ == "__main__":
     app.run(main)

@@ -21,3 +21,11 @@ def cpu_description() -> str:
     found = [e for e in _EXTENSIONS if e in flags]
     note = "" if "avx512f" in flags else " (no AVX-512)"
     return f"{name}, {os.cpu_count()} cores, {' '.join(found) or 'no AVX'}{note}"
+
+
+def gpu_name() -> str:
+    """The first GPU's model as TensorFlow reports it (call only where a GPU is visible)."""
+    # Imported here: compare_fastai's torch workers import this module and must not load TF.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    gpu = tf.config.list_physical_devices("GPU")[0]
+    return tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)

@@ -61,10 +61,14 @@ def test_tools_start_quietly_unless_asked(tmp_path):
     assert c_plus_plus_log.search(verbose.stderr), verbose.stderr
 
 
+def _log_filter():
+    return subprocess.Popen([sys.executable, "-S", tf_log_filter.__file__],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
 def _filtered(*writes):
     """What tf_log_filter passes of `writes`, each written to it separately."""
-    proc = subprocess.Popen([sys.executable, "-S", tf_log_filter.__file__],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = _log_filter()
     for data in writes:
         proc.stdin.write(data)
         proc.stdin.flush()
@@ -100,8 +104,7 @@ def test_the_filter_drops_start_up_chatter_and_cache_noise_and_keeps_the_rest():
 
 
 def test_a_progress_bar_passes_before_its_line_ends():
-    proc = subprocess.Popen([sys.executable, "-S", tf_log_filter.__file__],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = _log_filter()
     proc.stdin.write(b"\repoch 1/3:  10%|#  | 20/195")
     proc.stdin.flush()
     assert os.read(proc.stdout.fileno(), 100) == b"\repoch 1/3:  10%|#  | 20/195"
