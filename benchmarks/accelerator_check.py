@@ -15,6 +15,7 @@ so ("skipped: ...") instead of passing. On a CPU it runs the resume and mixed-pr
                     table follows (GPU; needs the [bench] extra)
   tpu_bf16_loops    tpu.gin's bf16 step in host loops of steps_per_loop steps (TPU)
 """
+import functools
 import importlib.util
 import json
 import os
@@ -24,7 +25,6 @@ import sys
 import time
 
 from absl import app, flags
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -32,6 +32,7 @@ from machine import cpu_description, gpu_name  # same directory
 from trainer.lm_task import mask_seed
 from trainer.models.lstm_kernel import lstm_sequence
 from trainer.models.weight_drop_lstm import drop_connect
+from trainer.strategies import make_strategy
 
 flags.DEFINE_string("work_dir", "/tmp/accelerator_check", "Scratch directory (data, runs).")
 FLAGS = flags.FLAGS
@@ -91,20 +92,15 @@ def replica_masks():
         f"{same:.0%} of mask entries agree (~50% expected)")
 
 
-def _train(model_dir, data_dir, corpus, steps, *bindings):
+def _train(model_dir, data_dir, corpus, steps, **settings):
+    from data_pipeline.build_settings import BuildSettings
     from trainer.lm_training import train_lm
-    with gin.unlock_config():
-        gin.parse_config([
-            f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
-            "BuildSettings.vocab_size = 120", "BuildSettings.valid_fraction = 0.1",
-            "train_lm.batch_size = 16", "train_lm.bptt = 35", f"train_lm.max_steps = {steps}",
-            "train_lm.eval_batch_size = 16", "train_lm.steps_per_loop = 2",
-            "AWDLSTMLanguageModel.emb_size = 64", "AWDLSTMLanguageModel.hidden_size = 128",
-            *bindings])
-    try:
-        return train_lm(model_dir)
-    finally:
-        gin.clear_config()
+    from trainer.models.language_model import AWDLSTMLanguageModel
+    settings = {"batch_size": 16, "eval_batch_size": 16, "steps_per_loop": 2, **settings}
+    return train_lm(model_dir, data_dir, build_input=corpus, bptt=35, max_steps=steps,
+                    model=functools.partial(AWDLSTMLanguageModel, emb_size=64, hidden_size=128),
+                    build_settings=functools.partial(BuildSettings, vocab_size=120,
+                                                     valid_fraction=0.1), **settings)
 
 
 def _weights(model_dir):
@@ -130,7 +126,7 @@ def exact_resume(corpus):
 def mixed_float16(corpus):
     start = time.perf_counter()
     metrics = _train(os.path.join(FLAGS.work_dir, "float16"), os.path.join(FLAGS.work_dir, "data"),
-                     corpus, 6, "train_lm.mixed_precision = 'mixed_float16'")
+                     corpus, 6, mixed_precision="mixed_float16")
     finite = np.isfinite(metrics["train_loss"])
     return ("ok" if finite else "NOT FINITE"), (
         f"loss {metrics['train_loss']:.3f}, {metrics['tokens_per_second']:,.0f} tokens/s "
@@ -162,9 +158,9 @@ def tpu_bf16_loops(corpus):
     if not tf.config.list_logical_devices("TPU"):
         return SKIPPED, "no TPU"
     metrics = _train(os.path.join(FLAGS.work_dir, "tpu"), os.path.join(FLAGS.work_dir, "data"),
-                     corpus, 40, "make_strategy.kind = 'tpu'", "make_strategy.tpu = 'local'",
-                     "train_lm.mixed_precision = 'mixed_bfloat16'", "train_lm.jit_compile = True",
-                     "train_lm.steps_per_loop = 20", "train_lm.batch_per_replica = True")
+                     corpus, 40, strategy=make_strategy("tpu", tpu="local"),
+                     mixed_precision="mixed_bfloat16", jit_compile=True, steps_per_loop=20,
+                     batch_per_replica=True)
     finite = np.isfinite(metrics["train_loss"])
     return ("ok" if finite else "NOT FINITE"), (
         f"loss {metrics['train_loss']:.3f}, {metrics['tokens_per_second']:,.0f} tokens/s")

@@ -12,7 +12,7 @@ import gin
 import tensorflow as tf
 
 from data_pipeline.errors import UserError, run_tool
-from trainer import lm_training
+from trainer import configurables
 from trainer.models.weight_drop_lstm import WeightDropLSTM
 
 FLAGS = flags.FLAGS
@@ -47,7 +47,7 @@ def main(argv):
     print(f"GPU: {gpus[0].name}; LSTM kernel: {', '.join(cudnn)}")
     gin.parse_config_files_and_bindings(
         ["gin_configs/smoke.gin"], [f"train_lm.max_steps={FLAGS.steps}"])
-    metrics = lm_training.train_lm(FLAGS.model_dir)
+    metrics = configurables.train_lm(FLAGS.model_dir)
     print(f"{FLAGS.steps} steps: {metrics['tokens_per_second']:,.0f} tokens/s, valid perplexity "
           f"{metrics['valid_perplexity']:.1f}")
 

@@ -1,4 +1,5 @@
 import atexit
+import functools
 import os
 import random
 import shutil
@@ -100,24 +101,23 @@ def corpus_file(tmp_path):
     return write_corpus(tmp_path / "corpus.txt", paragraphs=600)
 
 
-def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, bindings=(),
-                  **model_sizes):
-    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps (with
-    the gin `bindings` added)."""
-    import gin
-    from trainer.lm_training import train_lm
+def tiny_lm_parts(vocab_size=90, **model_sizes):
+    """train_lm's model and build_settings for a tiny AWD-LSTM on a tiny vocabulary."""
+    from data_pipeline.build_settings import BuildSettings
+    from trainer.models.language_model import AWDLSTMLanguageModel
     sizes = {"emb_size": 12, "hidden_size": 20, "num_layers": 2, **model_sizes}
-    with gin.unlock_config():
-        gin.parse_config([
-            f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
-            f"BuildSettings.vocab_size = {vocab_size}", "BuildSettings.valid_fraction = 0.2",
-            "train_lm.batch_size = 4", "train_lm.bptt = 10", f"train_lm.max_steps = {steps}",
-            "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1"]
-            + [f"AWDLSTMLanguageModel.{k} = {v}" for k, v in sizes.items()] + list(bindings))
-    try:
-        return train_lm(model_dir)
-    finally:
-        gin.clear_config()
+    return {"model": functools.partial(AWDLSTMLanguageModel, **sizes),
+            "build_settings": functools.partial(BuildSettings, vocab_size=vocab_size,
+                                                valid_fraction=0.2)}
+
+
+def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **settings):
+    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps;
+    `settings`: more of train_lm's arguments."""
+    from trainer.lm_training import train_lm
+    return train_lm(model_dir, data_dir, build_input=corpus, batch_size=4, bptt=10,
+                    max_steps=steps, eval_batch_size=4, steps_per_loop=1,
+                    **{**tiny_lm_parts(vocab_size), **settings})
 
 
 @pytest.fixture(scope="session")

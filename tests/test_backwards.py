@@ -35,13 +35,13 @@ def test_a_backward_lm_records_its_direction_and_is_fine_tuned_as_one(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", paragraphs=200)
     data = str(tmp_path / "data")
     backward = str(tmp_path / "backward")
-    metrics = train_tiny_lm(data, backward, corpus, steps=2, bindings=["train_lm.backwards=True"])
+    metrics = train_tiny_lm(data, backward, corpus, steps=2, backwards=True)
     assert np.isfinite(metrics["valid_perplexity"])
     assert load_pretrained_config(backward).backwards
     with pytest.raises(UserError, match="backward language model; fine-tune it as one: "
                                         "train_lm.backwards=True"):
         train_tiny_lm(data, str(tmp_path / "forward_on_backward"), corpus, steps=1,
-                      bindings=[f"train_lm.init_from='{backward}'"])
+                      init_from=backward)
     with pytest.raises(UserError, match="resume it with train_lm.backwards=True"):
         train_tiny_lm(data, backward, corpus, steps=1)  # the other direction, same directory
 

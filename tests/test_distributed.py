@@ -173,9 +173,9 @@ def test_a_per_replica_batch_grows_with_the_replicas(tmp_path, corpus_file, per_
     """tpu.gin's batch_per_replica: batch_size 4 on 2 replicas trains 8 rows a step (each
     replica's carried states hold its 4), against 4 rows as a global batch."""
     model_dir = str(tmp_path / "model")
-    train_tiny_lm(str(tmp_path / "data"), model_dir, corpus_file, steps=1, bindings=[
-        "make_strategy.kind = 'mirrored'", "make_strategy.cpu_replicas = 2",
-        f"train_lm.batch_per_replica = {per_replica}"])
+    train_tiny_lm(str(tmp_path / "data"), model_dir, corpus_file, steps=1,
+                  strategy=make_strategy("mirrored", cpu_replicas=2),
+                  batch_per_replica=per_replica)
     shapes = tf.train.load_checkpoint(model_dir).get_variable_to_shape_map()
     carried = [shape for name, shape in shapes.items() if name.startswith("carried_states/0/0")]
     assert carried == [[rows, 20]]

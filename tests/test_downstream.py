@@ -1,4 +1,5 @@
 """ULMFiT downstream: pooling, label alignment, the fine-tuning recipe, classifier and tagger."""
+import functools
 import inspect
 import json
 import math
@@ -295,14 +296,6 @@ def _write_jsonl(path, rows):
     return str(path)
 
 
-@pytest.fixture
-def tiny_recipe():
-    with gin.unlock_config():
-        gin.parse_config(["stlr.max_lr = 1e-2", "fit_recipe.clip_norm = 0.25"])
-    yield
-    gin.clear_config()
-
-
 _WORDS = "the reads tokens and predicts next one while hidden state carries".split()
 
 
@@ -315,15 +308,13 @@ def _word_task(rng, count):
 
 
 @pytest.mark.heavy
-def test_classifier_and_tagger_learn_a_separable_task(pretrained_lm, tmp_path, tiny_recipe):
+def test_classifier_and_tagger_learn_a_separable_task(pretrained_lm, tmp_path):
     """Held-out texts: the label says whether "model" occurs (half of them); the tag marks every
     "the". A model that does not learn stays near chance (0.5, and F1 near 0). The tiny LM had
     3 steps, so its layers are as good as random: they train from the first step (no gradual
     unfreezing: with the embedding frozen until the last epochs, some of these random LMs
     ended the 8 epochs at 0.55-0.77 accuracy, others at 1.0) at the head's rate (factor 1)."""
-    with gin.unlock_config():
-        gin.parse_config(["fit_recipe.discriminative_factor = 1.0",
-                          "fit_recipe.gradual_unfreezing = False"])
+    recipe = functools.partial(fit_recipe, discriminative_factor=1.0, gradual_unfreezing=False)
     rng = np.random.default_rng(0)
     splits = {"train": _word_task(rng, 256), "valid": _word_task(rng, 48),
               "test": _word_task(rng, 48)}
@@ -331,7 +322,7 @@ def test_classifier_and_tagger_learn_a_separable_task(pretrained_lm, tmp_path, t
         {"text": " ".join(words), "label": "model" if "model" in words else "other"}
         for words in texts]) for split, texts in splits.items()}
     metrics = train_classifier(str(tmp_path / "classifier"), pretrained=pretrained_lm[0],
-                               files=files, epochs=8, batch_size=16)
+                               files=files, epochs=8, batch_size=16, recipe=recipe)
     assert metrics["labels"] == ["model", "other"] and metrics["test_accuracy"] >= 0.9, metrics
     assert tf.io.gfile.exists(str(tmp_path / "classifier" / "metrics.json"))
 
@@ -345,31 +336,32 @@ def test_classifier_and_tagger_learn_a_separable_task(pretrained_lm, tmp_path, t
         for split in ("valid", "test")}
     metrics = train_tagger(str(tmp_path / "tagger"), pretrained=pretrained_lm[0],
                            files={"train": str(conll), **files}, from_scratch=True, epochs=8,
-                           batch_size=16, max_len=24)
+                           batch_size=16, max_len=24, recipe=recipe)
     assert metrics["tags"] == ["O", "B-DET"] and metrics["test_f1"] >= 0.9, metrics
 
 
-def test_downstream_models_honour_the_model_and_head_bindings(pretrained_lm, tmp_path,
-                                                              monkeypatch):
+def test_downstream_models_honour_the_model_and_head_bindings(pretrained_lm, tmp_path):
     built = []
 
     def build_only(model, loss, *args, metrics=(), **kwargs):  # no training: the wiring is tested
         built.append(model)
         model.compile("sgd", loss, metrics=list(metrics))
 
-    monkeypatch.setattr(configurables, "fit_recipe", build_only)
     rows = [{"text": f"text number {i}", "label": str(i % 2)} for i in range(4)]
     classify = {s: _write_jsonl(tmp_path / f"c-{s}.jsonl", rows) for s in ("train", "valid", "test")}
     sentences = [{"tokens": ["the", "model"], "tags": ["B-DET", "O"]}] * 4
     tag = {s: _write_jsonl(tmp_path / f"t-{s}.jsonl", sentences) for s in ("train", "valid", "test")}
-    with gin.unlock_config():
-        gin.parse_config(["AWDLSTMLanguageModel.drop_mult = 0.5",
-                          "AWDLSTMLanguageModel.hidden_p = 0.2",
-                          "ulmfit_classifier.lin_ftrs = (7,)"])
+    with gin.unlock_config():  # as classifier.gin and tagger.gin wire the models
+        gin.parse_config(["train_classifier.model = @ulmfit_classifier",
+                          "train_tagger.model = @ulmfit_tagger",
+                          "ulmfit_classifier.drop_mult = 0.5", "ulmfit_classifier.hidden_p = 0.2",
+                          "ulmfit_classifier.lin_ftrs = (7,)",
+                          "ulmfit_tagger.drop_mult = 0.5", "ulmfit_tagger.hidden_p = 0.2"])
     try:
-        train_classifier(str(tmp_path / "c"), pretrained=pretrained_lm[0], files=classify,
-                         batch_size=4)
-        train_tagger(str(tmp_path / "t"), pretrained=pretrained_lm[0], files=tag, batch_size=4)
+        configurables.train_classifier(str(tmp_path / "c"), pretrained=pretrained_lm[0],
+                                       files=classify, batch_size=4, recipe=build_only)
+        configurables.train_tagger(str(tmp_path / "t"), pretrained=pretrained_lm[0], files=tag,
+                                   batch_size=4, recipe=build_only)
     finally:
         gin.clear_config()
     classifier, tagger = built

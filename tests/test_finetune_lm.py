@@ -1,25 +1,19 @@
 """ULMFiT stage 2: train_lm(init_from=...) starts from pretrained weights on the same vocabulary."""
-import gin
+import functools
+
 import numpy as np
 import pytest
 
 from conftest import train_tiny_lm, write_corpus
 from trainer.pretrained import PretrainedModelError, load_language_model, weights_by_path
+from trainer.schedules import one_cycle
 
 
 def finetune(model_dir, data_dir, init_from, build_input=None, max_lr=1e-2):
     from trainer.lm_training import train_lm  # pylint: disable=g-import-not-at-top
-    with gin.unlock_config():
-        gin.parse_config([f"train_lm.data_dir = '{data_dir}'",
-                          f"train_lm.init_from = '{init_from}'",
-                          f"train_lm.build_input = {build_input!r}", "train_lm.batch_size = 4",
-                          "train_lm.bptt = 10", "train_lm.max_steps = 1",
-                          "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1",
-                          f"one_cycle.max_lr = {max_lr}"])
-    try:
-        return train_lm(model_dir)
-    finally:
-        gin.clear_config()
+    return train_lm(model_dir, data_dir, init_from=init_from, build_input=build_input,
+                    batch_size=4, bptt=10, max_steps=1, eval_batch_size=4, steps_per_loop=1,
+                    schedule=functools.partial(one_cycle, max_lr=max_lr))
 
 
 def test_finetuning_starts_from_the_pretrained_weights(pretrained_lm, tmp_path):

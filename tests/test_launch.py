@@ -10,7 +10,7 @@ import gin
 import pytest
 import tensorflow as tf
 
-from conftest import write_corpus
+from conftest import train_tiny_lm, write_corpus
 from launch import tpu_install
 from launch.tpu_vm import TPU_TENSORFLOW, LaunchError, commands
 
@@ -162,21 +162,10 @@ def test_gpu_smoke_says_no_gpu_on_a_cpu_machine(tmp_path, pretrained_lm):
 
 def test_pipeline_and_training_on_a_non_local_filesystem(tmp_path):
     """Everything goes through tf.io.gfile: TF's in-memory ram:// filesystem stands in for gs://."""
-    from trainer.lm_training import train_lm
     tf.io.gfile.makedirs("ram://launch_test/corpus")
     tf.io.gfile.copy(write_corpus(tmp_path / "c.txt", 240), "ram://launch_test/corpus/c.txt")
-    with gin.unlock_config():
-        gin.parse_config([
-            "train_lm.data_dir = 'ram://launch_test/data'",
-            "train_lm.build_input = 'ram://launch_test/corpus/c.txt'",
-            "BuildSettings.vocab_size = 80", "BuildSettings.valid_fraction = 0.2",
-            "train_lm.batch_size = 4", "train_lm.bptt = 10", "train_lm.max_steps = 3",
-            "train_lm.eval_batch_size = 4", "AWDLSTMLanguageModel.emb_size = 8",
-            "AWDLSTMLanguageModel.hidden_size = 8"])
-    try:
-        metrics = train_lm("ram://launch_test/model")
-    finally:
-        gin.clear_config()
+    metrics = train_tiny_lm("ram://launch_test/data", "ram://launch_test/model",
+                            "ram://launch_test/corpus/c.txt", vocab_size=80, steps=3)
     assert metrics["step"] == 3
     assert "manifest.json" in tf.io.gfile.listdir("ram://launch_test/data")
     assert tf.train.latest_checkpoint("ram://launch_test/model").endswith("ckpt-3")
@@ -184,8 +173,8 @@ def test_pipeline_and_training_on_a_non_local_filesystem(tmp_path):
 
 
 def test_the_gpu_config_sets_what_a_gpu_host_needs():
-    from trainer import lm_training  # registers train_lm
-    del lm_training
+    from trainer import configurables  # registers what the configs bind
+    del configurables
     gin.add_config_file_search_path(PROJECT_ROOT)  # the configs' includes
     with gin.unlock_config():
         gin.parse_config_files_and_bindings(

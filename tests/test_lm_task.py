@@ -1,4 +1,5 @@
 """The train step: non-destructive weight drop, carried states, XLA, and its NaN guard."""
+import functools
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -79,23 +80,18 @@ def test_xla_step_with_all_regularizers_is_repeatable():
 
 
 def test_non_finite_loss_stops_without_saving(tmp_path):
+    from data_pipeline.build_settings import BuildSettings
     from trainer.divergence import DivergenceError
     from trainer.lm_training import train_lm
+    from trainer.schedules import one_cycle
     from conftest import write_corpus
-    import gin
     corpus = write_corpus(tmp_path / "c.txt", 400)
-    with gin.unlock_config():
-        gin.parse_config([
-            f"train_lm.data_dir = '{tmp_path / 'data'}'", f"train_lm.build_input = '{corpus}'",
-            "train_lm.batch_size = 4", "train_lm.bptt = 8", "train_lm.steps_per_loop = 1",
-            "train_lm.checkpoint_every_steps = 1", "one_cycle.max_lr = 1e30",
-            "BuildSettings.vocab_size = 100",
-            "AWDLSTMLanguageModel.emb_size = 8", "AWDLSTMLanguageModel.hidden_size = 8"])
-    try:
-        with pytest.raises(DivergenceError, match=r"at step (\d+); stopped without saving"):
-            train_lm(str(tmp_path / "model"))
-    finally:
-        gin.clear_config()
+    with pytest.raises(DivergenceError, match=r"at step (\d+); stopped without saving"):
+        train_lm(str(tmp_path / "model"), str(tmp_path / "data"), build_input=corpus,
+                 batch_size=4, bptt=8, steps_per_loop=1, checkpoint_every_steps=1,
+                 schedule=functools.partial(one_cycle, max_lr=1e30),
+                 build_settings=functools.partial(BuildSettings, vocab_size=100),
+                 model=functools.partial(AWDLSTMLanguageModel, emb_size=8, hidden_size=8))
     saved = tf.train.get_checkpoint_state(str(tmp_path / "model"))
     steps = [int(p.rsplit("-", 1)[1]) for p in saved.all_model_checkpoint_paths]
     assert steps and max(steps) == len(steps)  # one per finite step, none after the failure

@@ -6,11 +6,10 @@ import re
 import shlex
 import shutil
 
-import gin
 import pytest
 import tensorflow as tf
 
-from conftest import write_corpus
+from conftest import train_tiny_lm, write_corpus
 from test_user_errors import TINY_LM, first_shard, flip_byte, run
 from trainer.checkpoints import CheckpointError
 from trainer.divergence import DivergenceError, LossSpikeGuard
@@ -93,21 +92,9 @@ def test_damaged_data_is_named_and_the_advised_repair_restores_it(tmp_path, pret
     assert run("data_pipeline.build", f"--output_dir={data}", "--verify").returncode == 0
 
 
-def _train(model_dir, data_dir, corpus, steps, *extra):
-    from trainer.lm_training import train_lm  # registers its configurables before parsing
-    with gin.unlock_config():
-        gin.parse_config([
-            f"train_lm.data_dir = '{data_dir}'", f"train_lm.build_input = '{corpus}'",
-            "BuildSettings.vocab_size = 90", "BuildSettings.valid_fraction = 0.2",
-            "train_lm.batch_size = 4", "train_lm.bptt = 10", f"train_lm.max_steps = {steps}",
-            "train_lm.eval_batch_size = 4", "train_lm.steps_per_loop = 1",
-            "train_lm.checkpoint_every_steps = 1", "AWDLSTMLanguageModel.emb_size = 12",
-            "AWDLSTMLanguageModel.hidden_size = 20", "AWDLSTMLanguageModel.num_layers = 2",
-            *extra])
-    try:
-        return train_lm(str(model_dir))
-    finally:
-        gin.clear_config()
+def _train(model_dir, data_dir, corpus, steps, **settings):
+    return train_tiny_lm(str(data_dir), str(model_dir), corpus, steps=steps,
+                         checkpoint_every_steps=1, **settings)
 
 
 def _steps(model_dir):
@@ -179,8 +166,8 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
     model = tmp_path / "model"
     with pytest.raises(DivergenceError, match=rf"since step 5; stopped without saving\. The last "
                                               rf"good checkpoint is {model}/ckpt-4 \(step 4"):
-        _train(model, tmp_path / "data", corpus, 20, "train_lm.keep_checkpoints = 2",
-               "train_lm.loss_spike_patience = 3")
+        _train(model, tmp_path / "data", corpus, 20, keep_checkpoints=2,
+               loss_spike_patience=3)
     assert _steps(model) == [3, 4]
 
 

@@ -74,7 +74,7 @@ def test_an_import_written_before_pad_id_was_recorded_still_loads(fastai_import,
 
 
 def test_an_imported_model_fine_tunes_as_a_language_model(fastai_import, tmp_path):
-    from trainer.lm_training import train_lm
+    from trainer.configurables import train_lm  # as finetune_lm.gin configures it
     imported, _, corpus = fastai_import
     with gin.unlock_config():
         gin.parse_config_files_and_bindings(["gin_configs/finetune_lm.gin"], [

@@ -80,6 +80,13 @@ def _model_setting_typo(tmp, lm):
             "'hiden_p'", 1)
 
 
+def _binding_that_reaches_nothing(tmp, lm):
+    return (["trainer.main", *TINY_LM, f"--gin_param=train_lm.data_dir='{lm[1]}'",
+             "--gin_param=ulmfit_classifier.drop_mult=0.5", f"--model_dir={tmp}/m"],
+            "gin: ulmfit_classifier.drop_mult \\(--gin_param\\) reaches nothing: nothing this "
+            "job runs refers to @ulmfit_classifier. The job is train_lm: remove the binding", 1)
+
+
 def _missing_gin_file(tmp, lm):
     return (["trainer.main", "--gin_file=gin_configs/smoek.gin", f"--model_dir={tmp}/m"],
             "--gin_file=gin_configs/smoek.gin: no such file", 1)
@@ -281,14 +288,23 @@ def _ensemble_member_not_a_run(tmp, lm):
             f"{lm[0]}: not a classifier run directory .* an ensemble joins runs", 1)
 
 
+def _lr_find_setting_of_a_swapped_out_schedule(tmp, lm):
+    return (["trainer.lr_find", "--gin_file=gin_configs/classifier.gin",
+             "--gin_file=gin_configs/fine_tuning_course.gin",
+             f"--gin_param=train_classifier.pretrained='{lm[0]}'", "--gin_param=stlr.max_lr=3e-3",
+             f"--output={tmp}/x.png"],
+            "stlr.max_lr \\(--gin_param\\) reaches nothing: this job does not use stlr: "
+            "fit_recipe.schedule is @one_cycle", 1)
+
+
 def _lr_find_missing_gin_file(tmp, lm):
     return (["trainer.lr_find", "--gin_file=gin_configs/clasifier.gin", f"--output={tmp}/x.png"],
             "--gin_file=gin_configs/clasifier.gin: no such file", 1)
 
 
 CASES = {case.__name__[1:]: case for case in (
-    _gin_typo, _model_setting_typo, _missing_gin_file, _required_binding_unset, _missing_spm_model,
-    _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
+    _gin_typo, _model_setting_typo, _binding_that_reaches_nothing, _missing_gin_file,
+    _required_binding_unset, _missing_spm_model, _unreadable_manifest, _valid_split_too_small, _batch_not_divisible,
     _split_without_documents_in_trainer, _other_vocabulary_for_init_from, _diverging_learning_rate,
     _export_missing_checkpoint, _export_existing_output, _export_without_flags,
     _import_vocabulary_mismatch, _import_not_a_state_dict, _import_not_a_pth,
@@ -296,7 +312,7 @@ CASES = {case.__name__[1:]: case for case in (
     _build_invalid_utf8, _classifier_line_not_an_object, _classifier_line_not_json,
     _tagger_tokens_and_tags_differ, _predict_with_a_language_model, _predict_missing_input,
     _generate_missing_model, _predict_damaged_run_description, _ensemble_member_not_a_run,
-    _lr_find_missing_gin_file)}
+    _lr_find_setting_of_a_swapped_out_schedule, _lr_find_missing_gin_file)}
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ class LossSpikeGuard:
         self.last_good = (path, step, loss)
 
     def _stop(self, what):
-        fix = "Lower the learning rate (one_cycle.max_lr) or clip harder (train_lm.clip_norm)"
+        fix = "Lower the learning rate (one_cycle.max_lr) or clip harder (optimizer.clip_norm)"
         if self.last_good is None:
             raise DivergenceError(f"{what}; stopped without saving. No checkpoint was saved "
                                   f"before it. {fix}, then run the same command to start over.")

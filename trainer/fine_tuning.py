@@ -1,6 +1,6 @@
 """ULMFiT's fine-tuning recipe on a Keras model: layer groups, discriminative learning rates,
-gradual unfreezing, a schedule (STLR by default), FastaiAdam with clipping, and `fit_recipe`,
-which fits with all of them and checkpoints every epoch.
+gradual unfreezing, a schedule (STLR by default), the optimizer (FastaiAdam by default), and
+`fit_recipe`, which fits with all of them and checkpoints every epoch.
 
 Layer groups follow fastai's awd_lstm_clas_split: the embedding, each LSTM, then the head
 (every layer outside the encoder). Group k of n trains at lr / 2.6^(n-1-k), so the head gets
@@ -94,10 +94,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
 
 def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr,
-               discriminative_factor=2.6, gradual_unfreezing=True, clear_state_on_unfreeze=True,
-               stages=None, clip_norm=0.25, weight_decay=0.01, metrics=(), model_dir=None,
+               optimizer=fastai_adam, discriminative_factor=2.6, gradual_unfreezing=True,
+               clear_state_on_unfreeze=True, stages=None, metrics=(), model_dir=None,
                tokens_per_epoch=None, callbacks=()):
-    """Compiles `model` with ULMFiT's optimizer settings and fits it; returns the history.
+    """Compiles `model` with `optimizer(learning_rate, beta_1, lr_factors=...)` (clipping and
+    weight decay are its settings), driven by `schedule`, and fits it; returns the history.
 
     The paper's recipe (default): `schedule` over all `epochs`, one more group unfrozen each
     epoch (`gradual_unfreezing`). fastai's course recipe: `stages`, ((epochs, groups trained or
@@ -122,8 +123,7 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     else:
         lr, beta_1 = schedule(epochs * steps_per_epoch)
         plan = range(1, len(groups) + 1) if gradual_unfreezing else [len(groups)]
-    adam = fastai_adam(lr, beta_1, clip_norm=clip_norm, weight_decay=weight_decay,
-                       lr_factors=factors)
+    adam = optimizer(lr, beta_1, lr_factors=factors)
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
     unfreezing = GradualUnfreezing(groups, plan, clear_state_on_unfreeze)

@@ -16,7 +16,6 @@ setting.
 """
 import tensorflow as tf
 
-from trainer.models.activation_regularization import activation_regularization
 from trainer.models.xla import compiled
 
 
@@ -34,8 +33,8 @@ def token_cross_entropy(targets, logits):
 
 class LanguageModelTask:
 
-    def __init__(self, model, optimizer, strategy, batch_size, seed=0, ar_alpha=2.0,
-                 tar_beta=1.0, jit_compile=False, eval_batch_size=None):
+    def __init__(self, model, optimizer, strategy, batch_size, seed=0, jit_compile=False,
+                 eval_batch_size=None):
         """`batch_size` (and `eval_batch_size`, by default the same) is per replica;
         `optimizer` must take reduced gradients."""
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
@@ -46,7 +45,6 @@ class LanguageModelTask:
         self.batch_size, self.seed = batch_size, seed
         self.eval_batch_size = eval_batch_size or batch_size
         self._scale_loss = getattr(optimizer, "scale_loss", lambda loss: loss)
-        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
         self.states = self._carried_states(batch_size, "carried")
         self.eval_states = self._carried_states(self.eval_batch_size, "eval_carried")
         # XLA compiles the forward and backward pass; the cross-replica work (all-reduce, the
@@ -89,8 +87,7 @@ class LanguageModelTask:
         with tf.GradientTape() as tape:
             logits, new_states, raw, dropped = self.model(inputs, states, training=True, seed=seed)
             cross_entropy = tf.reduce_mean(token_cross_entropy(targets, logits))
-            loss = cross_entropy + activation_regularization(raw, dropped, self.ar_alpha,
-                                                             self.tar_beta)
+            loss = cross_entropy + self.model.regularization(raw, dropped)
             replica_share = self._scale_loss(loss / replicas)
         return tape.gradient(replica_share, variables), cross_entropy, new_states
 

@@ -1,29 +1,32 @@
-"""Language-model training, the gin entry point `train_lm`: it only wires the run (strategy,
-data, model, optimizer, checkpoint, pretrained weights) and hands LanguageModelTask's steps to
-the Controller, which runs the loop.
+"""Language-model training, `train_lm`: it only wires the run (strategy, data, model,
+optimizer, checkpoint, pretrained weights) and hands LanguageModelTask's steps to the
+Controller, which runs the loop. Its parts come in as arguments (trainer/configurables.py lets
+the gin files bind them).
 """
 import math
 import os
 import time
 
 from absl import logging
-import gin
 import keras
 import tensorflow as tf
 
 from data_pipeline.build import build
+from data_pipeline.build_settings import BuildSettings
 from data_pipeline.errors import CorpusError, SettingError, UserError
 from data_pipeline.lm_dataset import plan_epoch, worker_lm_dataset
 from data_pipeline.manifest import MANIFEST_NAME, load_manifest, verify_shards
 from data_pipeline.unigram import unigram_perplexity
-from trainer import configurables
 from trainer.controller import Controller, LoopPosition
 from trainer.divergence import LossSpikeGuard
 from trainer.lm_task import LanguageModelTask
+from trainer.models.language_model import AWDLSTMLanguageModel
+from trainer.optimizer import fastai_adam
 from trainer.preemption import preemption_watcher
 from trainer.pretrained import (LM_CONFIG_NAME, check_same_vocab, load_pretrained_config,
                                 model_checkpoint, model_dir_and_checkpoint, restore_weights,
                                 weights_by_path, write_pretrained_config)
+from trainer.schedules import one_cycle
 from trainer.strategies import checkpoint_write_dir, is_chief
 
 
@@ -47,10 +50,12 @@ def _wait_for(manifest_path, build_input, seconds):
         time.sleep(min(5.0, seconds / 10))
 
 
-def prepare_data(data_dir, build_input, spm_model=None, chief=True, wait_seconds=3600):
+def prepare_data(data_dir, build_input, spm_model=None, chief=True, wait_seconds=3600,
+                 build_settings=BuildSettings):
     """The manifest of `data_dir`, building it from `build_input` first if it is not there
-    (encoded with `spm_model` when given, else with a SentencePiece model trained on it). Only
-    the chief builds; other workers wait up to `wait_seconds` for its manifest."""
+    (encoded with `spm_model` when given, else with a SentencePiece model trained on it), with
+    the BuildSettings that `build_settings(input, spm_model)` makes. Only the chief builds;
+    other workers wait up to `wait_seconds` for its manifest."""
     manifest_path = os.path.join(data_dir, MANIFEST_NAME)
     if build_input and not tf.io.gfile.exists(manifest_path):
         if not chief:
@@ -58,8 +63,7 @@ def prepare_data(data_dir, build_input, spm_model=None, chief=True, wait_seconds
             return load_manifest(data_dir)
         logging.info("Building %s from %s.", data_dir, build_input)
         try:
-            build(data_dir, configurables.build_settings(input=build_input,
-                                                         spm_model=spm_model))
+            build(data_dir, build_settings(input=build_input, spm_model=spm_model))
         except SettingError as e:
             raise CorpusError(e.spelled(_gin_name)) from None
     return load_manifest(data_dir)
@@ -121,14 +125,14 @@ class LanguageModelTrainer:
         return {"loss": loss, "perplexity": math.exp(loss)}
 
 
-@gin.configurable(denylist=["model_dir"])
-def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, bptt=70,
-             epochs=1, max_steps=None, steps_per_loop=10, eval_batch_size=16, seed=0,
-             clip_norm=0.25, ar_alpha=2.0, tar_beta=1.0, jit_compile=False,
+def train_lm(model_dir, data_dir, build_input=None, batch_size=64, bptt=70, epochs=1,
+             max_steps=None, steps_per_loop=10, eval_batch_size=16, seed=0, jit_compile=False,
              checkpoint_every_steps=500, keep_checkpoints=3, log_every_steps=50,
-             deterministic=True, mixed_precision=None, schedule=configurables.one_cycle,
-             init_from=None, loss_spike_factor=2.0, loss_spike_patience=3, backwards=False,
-             batch_per_replica=False, data_wait_seconds=3600, controller=Controller):
+             deterministic=True, mixed_precision=None, init_from=None, loss_spike_factor=2.0,
+             loss_spike_patience=3, backwards=False, batch_per_replica=False,
+             data_wait_seconds=3600, *, strategy=None, model=AWDLSTMLanguageModel,
+             optimizer=fastai_adam, schedule=one_cycle, build_settings=BuildSettings,
+             controller=Controller):
     """Trains (or resumes) an AWD-LSTM LM in `model_dir`; returns final metrics.
 
     `init_from`: a pretrained model directory or checkpoint to fine-tune (ULMFiT stage 2): the
@@ -144,11 +148,15 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
     None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
     variables, softmax and loss stay float32. `loss_spike_*`: see trainer/divergence.py (None:
     train on through loss spikes, as fastai does). `data_wait_seconds`: how long workers other
-    than the chief wait for it to build a missing `data_dir`. `controller`: the class that runs
-    the loop (trainer.lr_finder swaps in its own).
+    than the chief wait for it to build a missing `data_dir`.
+
+    The parts: `strategy` (default: TensorFlow's default strategy); `model(vocab_size, pad_id)`
+    the language model, sizes and dropouts included; `optimizer(learning_rate, beta_1, ...)`,
+    which the `schedule(total_steps)` it returns drives; `build_settings(input, spm_model)` for
+    a data directory to build; `controller`, the class that runs the loop (trainer.lr_finder
+    swaps in its own).
     """
-    # First: logical devices must be set up before any TF op runs.
-    strategy = configurables.make_strategy()
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(seed)  # the initial weights too: same config, same run
     keras.mixed_precision.set_global_policy(mixed_precision or "float32")
     if deterministic:
@@ -159,7 +167,7 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         pretrained = load_pretrained_config(pretrained_dir)
     chief = is_chief(strategy)
     manifest = prepare_data(data_dir, build_input, pretrained and pretrained.spm_model_path,
-                            chief, data_wait_seconds)
+                            chief, data_wait_seconds, build_settings)
     if pretrained:
         check_same_vocab(pretrained, manifest.spm_model_path)
         if pretrained.backwards != backwards:
@@ -193,15 +201,14 @@ def train_lm(model_dir, data_dir=gin.REQUIRED, build_input=None, batch_size=64, 
         # Sizes from the pretrained model, dropouts from this config.
         shape = pretrained.shape if pretrained else {"vocab_size": manifest.vocab_size,
                                                      "pad_id": manifest.special_ids["pad"]}
-        model = configurables.language_model(**shape)
+        model = model(**shape)
         model(tf.zeros([per_replica, bptt], tf.int32))  # create the variables before restoring
-        adam = configurables.optimizer(*schedule(epochs * steps_per_epoch), clip_norm=clip_norm,
-                                       mixed_precision=mixed_precision,
-                                       gradients_reduced=True)  # LanguageModelTask reduces itself
+        adam = optimizer(*schedule(epochs * steps_per_epoch), mixed_precision=mixed_precision,
+                         gradients_reduced=True)  # LanguageModelTask reduces itself
         adam.build(model.trainable_variables)
         position = LoopPosition()
-    task = LanguageModelTask(model, adam, strategy, per_replica, seed, ar_alpha, tar_beta,
-                             jit_compile, eval_batch_size=eval_rows)
+    task = LanguageModelTask(model, adam, strategy, per_replica, seed, jit_compile,
+                             eval_batch_size=eval_rows)
     checkpoint = model_checkpoint(model, optimizer=adam, epoch=position.epoch,
                                   batch_in_epoch=position.batch_in_epoch,
                                   carried_states=[list(s) for s in task.states])

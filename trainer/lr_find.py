@@ -18,32 +18,37 @@ import os
 # Before TensorFlow loads: keep its C++ INFO lines out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+import functools
 import io
 import json
 import tempfile
 
 from absl import flags
-import gin
 import tensorflow as tf
 
 from data_pipeline.atomic_files import write_atomically
 from data_pipeline.errors import UserError, run_tool
+from trainer import configurables
 from trainer import main as trainer_main
 from trainer.lr_finder import LRSweep, SweepFinished
 
 
-def find_lr(sweep):
+def sweep_parts(sweep, trainer):
+    """What `trainer` (a gin name) takes to run as `sweep`'s mock training."""
+    if trainer == "train_lm":
+        return {"schedule": sweep.schedule, "controller": sweep.controller}
+    # The head alone for as long as the sweep takes (it raises SweepFinished when done), with
+    # the rest of the configured recipe (its optimizer, discriminative rates).
+    return {"recipe": functools.partial(
+        configurables.fit_recipe, schedule=sweep.schedule, stages=((sweep.num_it, 1, 0.0),),
+        callbacks=[sweep.keras_callback()])}
+
+
+def find_lr(sweep, trainer):
     """Runs the configured job (gin already parsed) as `sweep`'s mock training."""
-    with gin.unlock_config():
-        for scope in ("train_lm", "fit_recipe"):  # whichever the job uses
-            gin.bind_parameter(f"{scope}.schedule", sweep.schedule)
-        gin.bind_parameter("train_lm.controller", sweep.controller)
-        # The head alone for as long as the sweep takes (it raises SweepFinished when done).
-        gin.bind_parameter("fit_recipe.stages", ((sweep.num_it, 1, 0.0),))
-        gin.bind_parameter("fit_recipe.callbacks", [sweep.keras_callback()])
     scratch = tempfile.mkdtemp(prefix="lr_find_")
     try:
-        trainer_main.run_job(scratch)
+        trainer_main.run_job(scratch, sweep_parts(sweep, trainer))
     except SweepFinished:
         return sweep.suggestions()
     finally:
@@ -82,9 +87,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     pyplot = _pyplot()  # before the sweep, not after it
-    trainer_main.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    trainer = trainer_main.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
     sweep = LRSweep(FLAGS.start_lr, FLAGS.end_lr, FLAGS.num_it, FLAGS.stop_div)
-    suggestions = find_lr(sweep)
+    suggestions = find_lr(sweep, trainer)
     if os.path.dirname(FLAGS.output):
         tf.io.gfile.makedirs(os.path.dirname(FLAGS.output))
     plot(pyplot, sweep, suggestions, FLAGS.output)

@@ -49,10 +49,6 @@ class LRSweep:
         self._average, self._best = 0.0, math.inf
         self._bar = None
 
-    def __deepcopy__(self, memo):
-        # Gin deep-copies the values it binds; the trainers must record into this very sweep.
-        return self
-
     def schedule(self, total_steps=None, max_lr=None):
         """What a trainer's `schedule` binding returns: (learning rate, beta_1); the trainer's
         step count and rate do not matter."""

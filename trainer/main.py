@@ -6,6 +6,7 @@ from trainer.compilation_cache import check_compilation_cache, use_compilation_c
 use_compilation_cache()
 
 import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import inspect
 import json
 import os
 import sys
@@ -16,13 +17,10 @@ import gin
 import tensorflow as tf
 
 from data_pipeline.errors import UserError, run_tool
-from trainer import lm_training
+from trainer import configurables, gin_reach
 from trainer.allocator import use_bfc_allocator
-from trainer.downstream import classification, tagging
 from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted
 from trainer.strategies import is_chief
-
-del classification, tagging  # imported for their gin entry points
 
 # Includes such as 'gin_configs/lm_training.gin' resolve from any working directory.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,21 +35,57 @@ def define_gin_flags():
     flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. train_lm.epochs=2.")
 
 
-@gin.configurable
-def job(model_dir, trainer=lm_training.train_lm, reuse_freed_memory=True):
+@gin.configurable(denylist=["parts"])
+def job(model_dir, trainer=configurables.train_lm, strategy=configurables.make_strategy,
+        reuse_freed_memory=True, parts=None):
     """What a config trains: the language model (default), or e.g. `job.trainer =
-    @train_classifier` / `@train_tagger` (trainer/downstream/). `reuse_freed_memory`: TF's CPU
+    @train_classifier` / `@train_tagger` (trainer/downstream/), on the strategy that
+    `strategy()` makes (make_strategy.* in mirrored.gin etc.). `parts`: more arguments for
+    the trainer (trainer.lr_find passes its own schedule). `reuse_freed_memory`: TF's CPU
     tensors on the BFC allocator (trainer/allocator.py: faster LM steps on CPU, lower peak RSS
     than malloc's defaults). XLA executables are kept on disk for the next run
     (trainer/compilation_cache.py; the directory is $ULMFIT_XLA_CACHE_DIR)."""
     if reuse_freed_memory:
         use_bfc_allocator()
     check_compilation_cache()
-    return trainer(model_dir)
+    # Made first: logical devices must be set up before any TF op runs.
+    return trainer(model_dir, strategy=strategy(), **(parts or {}))
+
+
+def _job_defaults():
+    """{param: gin name} of job's defaults that are configurables (what an unbound job runs)."""
+    return {name: configurables.registered_name(p.default)
+            for name, p in inspect.signature(job).parameters.items()
+            if configurables.registered_name(p.default)}
+
+
+def job_trainer(statements):
+    """The gin name of the trainer the parsed config runs."""
+    names, final = gin_reach.reached(statements, "job", _job_defaults())
+    return next(n for n in configurables.JOBS if n in names), final
+
+
+def check_reach(files, bindings):
+    """The gin name of the job's trainer; a UserError for the first binding the job never uses,
+    or a required setting of the trainer left unset."""
+    statements = gin_reach.read_bindings(files, bindings, [_PROJECT_ROOT])
+    problems = gin_reach.unreached(statements, "job", _job_defaults())
+    trainer, final = job_trainer(statements)
+    if problems:
+        raise UserError(f"gin: {problems[0]}. The job is {trainer}: remove the binding, or fix "
+                        "the --gin_file or --gin_param it names.")
+    bound = {param for (_, selector, param) in final if selector == trainer}
+    for name, p in inspect.signature(configurables.JOBS[trainer]).parameters.items():
+        if p.default is p.empty and name != "model_dir" and name not in bound:
+            example = {"pretrained": "/tmp/ulmfit_smoke"}.get(name, "/tmp/data")
+            raise UserError(f"gin: {trainer}.{name} is required; set it with --gin_param, e.g. "
+                            f"--gin_param=\"{trainer}.{name}='{example}'\".")
+    return trainer
 
 
 def parse_gin(files, bindings):
-    """Gin's parse errors, as one line naming the file or binding at fault."""
+    """Parses the config; returns the gin name of the trainer it runs. Gin's parse errors, and
+    bindings that reach nothing, as one line naming the file or binding at fault."""
     for path in files:
         if not any(tf.io.gfile.exists(os.path.join(root, path)) for root in ("", _PROJECT_ROOT)):
             raise UserError(f"--gin_file={path}: no such file (the configs that come with this "
@@ -60,13 +94,14 @@ def parse_gin(files, bindings):
         gin.parse_config_files_and_bindings(files, bindings)
     except (ValueError, OSError, tokenize.TokenError, SyntaxError) as e:
         # gin's message names the file (or "bindings string") and the line.
-        raise UserError(f"gin: {' '.join(str(e).split())}. Fix the --gin_file or --gin_param "
+        raise UserError(f"gin: {' '.join(str(e).split()).rstrip('.')}. Fix the --gin_file or --gin_param "
                         "it names.") from None
+    return check_reach(files, bindings)
 
 
-def run_job(model_dir):
+def run_job(model_dir, parts=None):
     try:
-        return job(model_dir)
+        return job(model_dir, parts=parts)
     except (Preempted, UserError, RuntimeError) as e:
         # Gin appends "In call to configurable ..." lines to what a configurable raises.
         message = str(e).split("\n  In call to configurable")[0]

@@ -1,23 +1,25 @@
-"""ULMFiT stage 3 for text classification: the gin entry point `train_classifier`
-(gin_configs/classifier.gin, run by trainer.main).
+"""ULMFiT stage 3 for text classification: `train_classifier`, the job of
+gin_configs/classifier.gin (run by trainer.main).
 
 It fine-tunes fastai's concat-pooling classifier on a pretrained encoder with ULMFiT's recipe
 (trainer/fine_tuning.py); `from_scratch=True` trains the same architecture, with the same
 recipe, from random weights: the baseline that pretraining has to beat.
 """
-import gin
 import keras
+import tensorflow as tf
 
 from data_pipeline import labeled_data as data
+from data_pipeline.demo_tasks import demo_task_files
 from data_pipeline.sources import SPLITS
-from trainer import configurables
 from trainer.downstream.saved_run import describe, save_run
+from trainer.fine_tuning import fit_recipe
 from trainer.pretrained import encoder_source
+from trainer.ulmfit_classifier import ulmfit_classifier
 
 
-@gin.configurable(denylist=["model_dir"])
-def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
-                     bptt=72, max_len=72 * 20, batch_size=32, epochs=4, seed=0):
+def train_classifier(model_dir, pretrained, files=None, from_scratch=False, bptt=72,
+                     max_len=72 * 20, batch_size=32, epochs=4, seed=0, *, strategy=None,
+                     model=ulmfit_classifier, recipe=fit_recipe):
     """Fine-tunes a classifier; `files` {train, valid, test} are JSONL (default: the demo
     task). Returns accuracy on valid and test.
 
@@ -25,8 +27,12 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
     whole, `bptt` tokens at a time, and classified from its last `max_len` outputs; batches
     group texts of similar lengths (fastai's SortedDL). On a backward LM (`pretrained` was
     trained with train_lm.backwards), the classifier reads texts reversed.
+
+    The parts: `strategy` (default: TensorFlow's default strategy), `model`, ulmfit_classifier
+    or one with its arguments (dropouts, head and AR/TAR are its settings), and `recipe`,
+    trainer.fine_tuning.fit_recipe or one with the same arguments.
     """
-    files = files or configurables.demo_task_files("classify")
+    files = files or demo_task_files("classify")
     keras.utils.set_random_seed(seed)
     weights, sizes, spm_model, backwards = encoder_source(pretrained, from_scratch)
     encoder = data.PieceEncoder(spm_model, max_len=None)
@@ -45,12 +51,11 @@ def train_classifier(model_dir, pretrained=gin.REQUIRED, files=None, from_scratc
                                      batch_size, shuffle_seed=shuffle_seed, chunk_length=bptt,
                                      drop_remainder=split == "train")
 
-    with configurables.make_strategy().scope():
-        model, _ = configurables.classifier(
-            num_classes=len(vocabulary), pretrained_weights=weights, spm_model_file=spm_model,
-            bptt=bptt, max_len=max_len, backwards=backwards,
-            **{**sizes, **configurables.model_bindings()})
-        configurables.fit_recipe(
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model, _ = model(num_classes=len(vocabulary), pretrained_weights=weights,
+                         spm_model_file=spm_model, bptt=bptt, max_len=max_len,
+                         backwards=backwards, **sizes)
+        recipe(
             model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             dataset("train", seed), dataset("valid"), epochs,
             data.train_steps(len(train_ids), batch_size, files["train"]),

@@ -1,26 +1,23 @@
-"""ULMFiT stage 3 for sequence tagging: the gin entry point `train_tagger` (gin_configs/
-tagger.gin, run by trainer.main).
+"""ULMFiT stage 3 for sequence tagging: `train_tagger`, the job of gin_configs/tagger.gin (run
+by trainer.main).
 
-It fine-tunes the seed's tagger (a softmax over tags at every piece) on a pretrained encoder
-with ULMFiT's recipe (trainer/fine_tuning.py); a word's tag sits on its first
-SentencePiece piece. The encoder's dropouts are the classifier's (AWD_LSTM_CLAS_CONFIG, with
-AWDLSTMLanguageModel.* and drop_mult). `from_scratch=True` trains the same architecture from
-random weights.
+It fine-tunes a tagger (trainer/ulmfit_tagger.py: a softmax over tags at every piece) on a
+pretrained encoder with ULMFiT's recipe (trainer/fine_tuning.py); a word's tag sits on its first
+SentencePiece piece. `from_scratch=True` trains the same architecture from random weights.
 """
-import gin
 import keras
 import numpy as np
+import tensorflow as tf
 
 from data_pipeline import labeled_data as data
 from data_pipeline.errors import UserError
 from data_pipeline.sources import SPLITS
-from trainer import configurables
+from data_pipeline.demo_tasks import demo_task_files
 from trainer.downstream.saved_run import describe, save_run
-from trainer.models.config import downstream_config
+from trainer.fine_tuning import fit_recipe
 from trainer.pretrained import encoder_source
 from trainer.span_f1 import span_f1
-from trainer.ulmfit_encoder import tf2_ulmfit_encoder
-from trainer.ulmfit_tagger import tagger_head
+from trainer.ulmfit_tagger import ulmfit_tagger
 
 
 def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
@@ -37,16 +34,16 @@ def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
             for row, starts in zip(pieces, word_starts)]
 
 
-@gin.configurable(denylist=["model_dir"])
-def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=False,
-                 max_len=128, batch_size=32, epochs=4, outside_tag="O", ar_alpha=2.0,
-                 tar_beta=1.0, seed=0):
-    """Fine-tunes the seed's sequence tagger; `files` {train, valid, test} are JSONL or
-    TSV/CoNLL (default: the demo task). Returns span-level F1 on valid and test.
+def train_tagger(model_dir, pretrained, files=None, from_scratch=False, max_len=128,
+                 batch_size=32, epochs=4, outside_tag="O", seed=0, *, strategy=None,
+                 model=ulmfit_tagger, recipe=fit_recipe):
+    """Fine-tunes a sequence tagger; `files` {train, valid, test} are JSONL or TSV/CoNLL
+    (default: the demo task). Returns span-level F1 on valid and test.
 
-    `ar_alpha`, `tar_beta`: AR/TAR on the encoder's outputs, as fastai's TextLearner adds
-    them to any model it trains (0 turns them off)."""
-    files = files or configurables.demo_task_files("tag")
+    The parts: `strategy` (default: TensorFlow's default strategy), `model(num_classes,
+    pretrained_weights, spm_model_file, **sizes)` (dropouts and AR/TAR are its settings) and
+    `recipe`, trainer.fine_tuning.fit_recipe or one with the same arguments."""
+    files = files or demo_task_files("tag")
     keras.utils.set_random_seed(seed)
     weights, sizes, spm_model, backwards = encoder_source(pretrained, from_scratch)
     if backwards:
@@ -75,12 +72,10 @@ def train_tagger(model_dir, pretrained=gin.REQUIRED, files=None, from_scratch=Fa
         return data.labelled_dataset(ids, labels, batch_size, data.IGNORE, shuffle_seed,
                                      drop_remainder=split == "train")
 
-    with configurables.make_strategy().scope():
-        sizes, dropouts = downstream_config(**{**sizes, **configurables.model_bindings()})
-        _, encoder_num, outmask_num, _ = tf2_ulmfit_encoder(
-            pretrained_weights=weights, spm_model_file=spm_model, **sizes, **dropouts)
-        model = tagger_head(encoder_num, len(vocabulary), outmask_num, ar_alpha, tar_beta)
-        configurables.fit_recipe(
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = model(num_classes=len(vocabulary), pretrained_weights=weights,
+                      spm_model_file=spm_model, **sizes)
+        recipe(
             model, keras.losses.SparseCategoricalCrossentropy(ignore_class=data.IGNORE),
             dataset("train", seed), dataset("valid"), epochs,
             data.train_steps(len(train_ids), batch_size, files["train"]),

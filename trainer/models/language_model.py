@@ -1,7 +1,9 @@
-"""AWD-LSTM language model: the encoder, output dropout and a decoder tied to the embedding."""
+"""AWD-LSTM language model: the encoder, output dropout, a decoder tied to the embedding, and the
+AR/TAR penalty its trainer adds to the loss."""
 import keras
 import tensorflow as tf
 
+from trainer.models.activation_regularization import activation_regularization
 from trainer.models.awd_lstm import AWDLSTMEncoder, sub_seed
 from trainer.models.config import AWD_LSTM_LM_CONFIG, awd_lstm_config
 from trainer.models.dropouts import LockedDropout
@@ -14,11 +16,14 @@ class AWDLSTMLanguageModel(keras.Model):
 
     `config`: sizes and dropouts over AWD_LSTM_LM_CONFIG (fastai's `awd_lstm_lm_config`), the
     dropouts times `drop_mult`. The decoder's weight IS the embedding matrix (tied), with its
-    own bias.
+    own bias. `ar_alpha`, `tar_beta`: fastai's TextLearner alpha and beta, kept with the model
+    as the classifier and the tagger keep theirs; training adds `regularization(raw_output,
+    dropped_output)` to the loss (0 turns either off).
     """
 
-    def __init__(self, vocab_size, drop_mult=1.0, **config):
+    def __init__(self, vocab_size, drop_mult=1.0, ar_alpha=2.0, tar_beta=1.0, **config):
         super().__init__()
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
         config = awd_lstm_config(AWD_LSTM_LM_CONFIG, drop_mult, **config)
         self.output_p = config.pop("output_p")
         self.encoder = AWDLSTMEncoder(vocab_size, name="encoder", **config)
@@ -39,6 +44,9 @@ class AWDLSTMLanguageModel(keras.Model):
         matrix = tf.cast(self.encoder.embedding.embeddings, dropped.dtype)
         logits = tf.einsum("bte,ve->btv", dropped, matrix)
         return logits + tf.cast(self.decoder_bias, logits.dtype), new_states, raw, dropped
+
+    def regularization(self, raw_output, dropped_output):
+        return activation_regularization(raw_output, dropped_output, self.ar_alpha, self.tar_beta)
 
     def get_config(self):
         return {"vocab_size": self.encoder.embedding.input_dim, "output_p": self.output_p,
