@@ -20,9 +20,9 @@ TENSORFLOW = ["tensorflow>=2.20,<2.22", "tensorflow-text>=2.20,<2.22"]
 # `import tensorflow` (ConfigureDistributedTpuOp_DoWork), so libtpu is pinned to the release
 # TF names. A named TPU (pods) is resolved through the Cloud TPU API client.
 TPU = ["tensorflow-tpu==2.20.0", "libtpu==0.0.14", "cloud-tpu-client>=0.10"]
-# trainer/optimizer.py and the LSTM kernel use Keras internals (trainer/models/keras_internals.py
-# lists them; tests/test_keras_internals.py checks them): the Keras minor version they were
-# tested with. Raise the bound after that test passes on a newer one.
+# trainer/optim/optimizer.py and the LSTM kernel use Keras internals
+# (trainer/models/keras_internals.py lists them; tests/test_keras_internals.py checks them): the
+# Keras minor version they were tested with. Raise the bound after that test passes on a newer one.
 KERAS = "keras>=3.15,<3.16"
 
 setup(
@@ -30,8 +30,8 @@ setup(
     version="0.1.0",
     description="AWD-LSTM / ULMFiT language models on TensorFlow 2: pretraining at scale, "
     "fine-tuning for classification and sequence tagging.",
-    packages=find_packages(include=["trainer", "trainer.*", "data_pipeline", "data_pipeline.*",
-                                    "gin_configs", "launch"]),
+    packages=find_packages(include=["common", "trainer", "trainer.*", "data_pipeline",
+                                    "data_pipeline.*", "gin_configs", "launch"]),
     package_data={"": ["*.gin"]},
     python_requires=">=3.10,<3.14",
     install_requires=[

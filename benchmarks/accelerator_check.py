@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from machine import cpu_description, gpu_name  # same directory
-from trainer.lm_task import mask_seed
+from trainer.lm.task import mask_seed
 from trainer.models.lstm_kernel import lstm_sequence
 from trainer.models.weight_drop_lstm import drop_connect
-from trainer.strategies import make_strategy
+from trainer.runtime.strategies import make_strategy
 
 flags.DEFINE_string("work_dir", "/tmp/accelerator_check", "Scratch directory (data, runs).")
 FLAGS = flags.FLAGS
@@ -94,7 +94,7 @@ def replica_masks():
 
 def _train(model_dir, data_dir, corpus, steps, **settings):
     from data_pipeline.build_settings import BuildSettings
-    from trainer.lm_training import train_lm
+    from trainer.lm.training import train_lm
     from trainer.models.language_model import AWDLSTMLanguageModel
     settings = {"batch_size": 16, "eval_batch_size": 16, "steps_per_loop": 2, **settings}
     return train_lm(model_dir, data_dir, build_input=corpus, bptt=35, max_steps=steps,

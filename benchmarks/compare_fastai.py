@@ -13,7 +13,7 @@ callback overhead, so it is a slightly faster reference than fastai itself.
 Each framework runs in its own worker process (so each has its own peak RSS and thread pool);
 the parent alternates timed rounds between them, so both see the same machine load, and
 measures the fp32 matmul peak in the same run for MFU. Ours runs on the allocator trainer.main
-picks (trainer/allocator.py: TF's BFC allocator), twice: on TensorFlow's kernels (train_lm's
+picks (trainer/runtime/allocator.py: TF's BFC allocator), twice: on TensorFlow's kernels (train_lm's
 default) and with the step compiled by XLA (`train_lm.jit_compile=True`), since which is faster
 has depended on the CPU. fastai runs twice: with glibc's defaults (as fastai users run it) and
 with glibc told to keep freed blocks on its heap (no mmap per large tensor; it speeds fastai up).
@@ -97,11 +97,11 @@ def _fastai_step():
 
 def _our_step(jit_compile):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from trainer.lm_task import LanguageModelTask  # pylint: disable=g-import-not-at-top
+    from trainer.lm.task import LanguageModelTask  # pylint: disable=g-import-not-at-top
     # pylint: disable=g-import-not-at-top
     from trainer.models.language_model import AWDLSTMLanguageModel
-    from trainer.optimizer import fastai_adam  # pylint: disable=g-import-not-at-top
-    from trainer.strategies import make_strategy  # pylint: disable=g-import-not-at-top
+    from trainer.optim.optimizer import fastai_adam  # pylint: disable=g-import-not-at-top
+    from trainer.runtime.strategies import make_strategy  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     strategy = make_strategy("one_device", devices=[f"/{FLAGS.device}:0"])
@@ -129,8 +129,8 @@ def worker(kind):
     ours = kind.startswith("ours")
     if ours:  # imported here: the fastai workers' RSS holds no TensorFlow
         # TensorFlow as trainer.main imports it.
-        import data_pipeline.lean_tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-        from trainer import allocator  # pylint: disable=g-import-not-at-top
+        import common.lean_tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+        from trainer.runtime import allocator  # pylint: disable=g-import-not-at-top
         allocator.use_bfc_allocator()
     elif kind == "fastai_tuned":
         _keep_freed_blocks_on_glibc_heap()

@@ -15,7 +15,7 @@ Same ids, same splits, same batch sizes. Printed per system and stage: the metri
 standard error over seeds, and each seed's), wall time of the stage's process (start-up
 included) for the first seed and the mean of the later ones, training tokens per second of the
 first seed's wall time (padding excluded), peak RSS. Our runs share an XLA compilation cache
-(trainer/compilation_cache.py) in the emptied work directory: the first seed compiles every
+(trainer/runtime/compilation_cache.py) in the emptied work directory: the first seed compiles every
 kernel (a first run on a machine), later seeds load them (what reruns, other seeds and
 hyperparameter searches see).
 Tasks: the demo tasks, or JSONL files given by --classify_files / --tag_files.
@@ -43,10 +43,10 @@ from data_pipeline.build import BuildSettings, build
 from data_pipeline.demo_tasks import demo_task_files
 from data_pipeline.shards import parse_ids
 from data_pipeline.sources import SPLITS
-from trainer.compilation_cache import ENV
+from trainer.checkpoints.pretrained import load_pretrained_config, model_dir_and_checkpoint
 from trainer.convert_fastai import export_fastai
-from trainer.pretrained import load_pretrained_config, model_dir_and_checkpoint
-from trainer.span_f1 import span_f1
+from trainer.fine_tuning.span_f1 import span_f1
+from trainer.runtime.compilation_cache import ENV
 
 flags.DEFINE_string("pretrained", "/tmp/ulmfit_smoke", "Our pretrained LM (model directory).")
 flags.DEFINE_integer("seeds", 3, "Seeds per system (0, 1, ...).")

@@ -15,8 +15,8 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from trainer.allocator import use_bfc_allocator
 from trainer.models.lstm_kernel import lstm_sequence
+from trainer.runtime.allocator import use_bfc_allocator
 
 flags.DEFINE_integer("rounds", 4, "Timed rounds per layer and framework (best one counts).")
 flags.DEFINE_integer("batch_size", 32, "Rows.")

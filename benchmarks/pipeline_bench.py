@@ -11,10 +11,10 @@ import time
 
 from absl import app, flags
 
+from common.tokenizer import load_sentencepiece
 from data_pipeline.build import BuildSettings, build
 from data_pipeline.lm_dataset import lm_dataset
 from data_pipeline.sources import read_documents
-from data_pipeline.tokenizer import load_sentencepiece
 
 flags.DEFINE_string("data_dir", os.path.join(tempfile.gettempdir(), "ulmfit_pydocs"),
                     "Built (or to build) from builtin:pydocs.")

@@ -15,10 +15,10 @@ from absl import app, flags
 import tensorflow as tf
 
 from model_flops import flops_per_token  # same directory
-from trainer.lm_task import LanguageModelTask
+from trainer.lm.task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import fastai_adam
-from trainer.strategies import logical_cpus, make_strategy
+from trainer.optim.optimizer import fastai_adam
+from trainer.runtime.strategies import logical_cpus, make_strategy
 
 flags.DEFINE_integer("global_batch", 32, "Rows per step, split over the replicas.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")
@@ -71,7 +71,8 @@ def measure(replicas):
 
 def _checkpoint_cost(model, adam):
     """(MB, seconds) of one save of the model and its optimizer, as the trainer saves them."""
-    from trainer.pretrained import model_checkpoint  # pylint: disable=g-import-not-at-top
+    from trainer.checkpoints.pretrained import (  # pylint: disable=g-import-not-at-top
+        model_checkpoint)
     checkpoint = model_checkpoint(model, optimizer=adam)
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()

@@ -11,9 +11,9 @@ from absl import app, flags
 import tensorflow as tf
 
 from machine import cpu_description  # same directory
-from trainer.allocator import use_bfc_allocator
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.models.xla import portable
+from trainer.runtime.allocator import use_bfc_allocator
 
 flags.DEFINE_integer("rounds", 5, "Timed rounds per kind (the best one counts).")
 flags.DEFINE_integer("batch_size", 32, "Texts per call.")

@@ -136,10 +136,10 @@ def read(kind):
 
 def model():
     import tensorflow as tf
-    from trainer.lm_task import LanguageModelTask
+    from trainer.lm.task import LanguageModelTask
     from trainer.models.language_model import AWDLSTMLanguageModel
-    from trainer.optimizer import fastai_adam
-    from trainer.strategies import make_strategy
+    from trainer.optim.optimizer import fastai_adam
+    from trainer.runtime.strategies import make_strategy
     strategy = make_strategy("one_device", devices=["/cpu:0"])
     batch = tf.random.stateless_uniform([2, FLAGS.batch_size, FLAGS.bptt], [0, 1], 4, VOCAB,
                                         tf.int32)

@@ -19,10 +19,10 @@ import tensorflow as tf
 from data_pipeline.build import BuildSettings, build
 from model_flops import flops_per_token, matmul_peak  # same directory
 from data_pipeline.lm_dataset import lm_dataset
-from trainer.lm_task import LanguageModelTask, token_cross_entropy
+from trainer.lm.task import LanguageModelTask, token_cross_entropy
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import fastai_adam
-from trainer.strategies import make_strategy
+from trainer.optim.optimizer import fastai_adam
+from trainer.runtime.strategies import make_strategy
 
 flags.DEFINE_integer("batch_size", 32, "Rows per step.")
 flags.DEFINE_integer("bptt", 70, "Tokens per row per step.")

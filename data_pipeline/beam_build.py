@@ -21,12 +21,12 @@ import os
 
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
-from data_pipeline.errors import SettingError
+from common.atomic_files import write_atomically
+from common.errors import SettingError
+from common.tokenizer import encode_documents, load_sentencepiece
 from data_pipeline.manifest import SplitInfo, ShardInfo
 from data_pipeline.shards import read_shard_info, serialize_ids
 from data_pipeline.sources import SPLITS, source_parts
-from data_pipeline.tokenizer import encode_documents, load_sentencepiece
 
 INFO_SUFFIX = ".beam-shards.json"  # per split, what the workers read back; removed at the end
 

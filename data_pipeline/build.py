@@ -9,7 +9,7 @@ command finishes only what is missing, and rerunning it over a complete director
 `--repair` re-encodes the shards of a complete directory that are missing or fail their sha256,
 with the settings its manifest recorded.
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import os
 
 # Before TensorFlow loads: keep its C++ INFO lines (oneDNN, XLA service) out of the progress bars.
@@ -24,16 +24,15 @@ from absl import app, flags, logging
 import tensorflow as tf
 from tqdm import tqdm
 
+from common.atomic_files import remove_temporaries, sha256_of, write_atomically
+from common.errors import SettingError, run_tool
+from common.tokenizer import SPECIAL_IDS, SPM_NAME, load_sentencepiece, train_sentencepiece
 from data_pipeline import beam_build
-from data_pipeline.atomic_files import remove_temporaries, sha256_of, write_atomically
 from data_pipeline.build_settings import SETTINGS_NAME, BuildSettings, require_same_settings
-from data_pipeline.errors import SettingError, run_tool
-from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest,
-                                    check_shard_sizes, failing_shards, load_manifest,
-                                    verify_shards)
+from data_pipeline.manifest import (MANIFEST_NAME, Manifest, UnreadableManifest, check_shard_sizes,
+                                    failing_shards, load_manifest, verify_shards)
 from data_pipeline.sources import SPLITS, read_documents, split_of
 from data_pipeline.split_writer import Progress, SplitWriter
-from data_pipeline.tokenizer import SPECIAL_IDS, SPM_NAME, load_sentencepiece, train_sentencepiece
 
 
 def _split_documents(settings: BuildSettings):

@@ -3,9 +3,9 @@ or written, and recorded in DIR/build_settings.json (and the manifest) so that a
 same directory can tell whether it asks for the same build."""
 import dataclasses
 
-from data_pipeline.errors import SettingError
+from common.errors import SettingError
+from common.tokenizer import MODEL_TYPES, SPECIAL_IDS
 from data_pipeline.sources import ENCODING_ERRORS, TEXT_DOCUMENT_UNITS
-from data_pipeline.tokenizer import MODEL_TYPES, SPECIAL_IDS
 
 SETTINGS_NAME = "build_settings.json"
 

@@ -11,7 +11,7 @@
 Splits are those of `builtin:pydocs` (by module), so a language model pretrained on the pydocs
 train split has never read a valid or test example.
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import collections
 import json
 import os
@@ -19,9 +19,9 @@ import os
 from absl import flags
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
+from common.atomic_files import write_atomically
+from common.errors import run_tool
 from data_pipeline.build import BuildSettings
-from data_pipeline.errors import run_tool
 from data_pipeline.pydocs import stdlib_docstrings
 from data_pipeline.sources import SPLITS, split_of
 

@@ -16,8 +16,8 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.errors import CorpusError
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece, model_ids
+from common.errors import CorpusError
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece, model_ids
 from data_pipeline.untuned import untuned
 
 IGNORE = -1

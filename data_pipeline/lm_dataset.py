@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline.errors import SettingError
+from common.errors import SettingError
 from data_pipeline.manifest import Manifest, check_shard_sizes, load_manifest
 from data_pipeline.shards import parse_ids
 from data_pipeline.untuned import untuned

@@ -9,8 +9,8 @@ import os
 
 import tensorflow as tf
 
-from data_pipeline.atomic_files import sha256_of, write_atomically
-from data_pipeline.errors import CorpusError
+from common.atomic_files import sha256_of, write_atomically
+from common.errors import CorpusError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

@@ -3,7 +3,7 @@ import os
 
 import tensorflow as tf
 
-from data_pipeline.atomic_files import commit, sha256_of, temporary_path
+from common.atomic_files import commit, sha256_of, temporary_path
 from data_pipeline.manifest import ShardInfo
 
 IDS_FEATURE = "ids"

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import tensorflow as tf
 
-from data_pipeline.errors import SettingError
+from common.errors import SettingError
 from data_pipeline.pydocs import stdlib_docstrings
 
 SPLITS = ("train", "valid", "test")

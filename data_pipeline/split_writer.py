@@ -8,9 +8,9 @@ import os
 import tensorflow as tf
 from tqdm import tqdm
 
+from common.tokenizer import encode_documents
 from data_pipeline.manifest import SplitInfo
 from data_pipeline.shards import ShardWriter, read_shard_info, shard_name
-from data_pipeline.tokenizer import encode_documents
 
 _ENCODE_BATCH = 1024  # documents per SentencePiece call: big enough to keep all cores busy
 

@@ -7,7 +7,7 @@ for the last one's; the LM trainer's last iterator held its process ~33 s after 
 AUTOTUNE values fall back to tf.data's defaults (benchmarks/stream_bench.py measures the LM
 input's throughput with them). A tf.distribute strategy that feeds devices through a
 MultiDeviceIterator builds a pipeline of its own with default options, out of reach of these:
-one device therefore runs under TensorFlow's default strategy (trainer/strategies.py).
+one device therefore runs under TensorFlow's default strategy (trainer/runtime/strategies.py).
 """
 import tensorflow as tf
 

@@ -6,12 +6,12 @@ and how many tokens/s does the smoke config train at.
 Exits 1 with one `error:` line when no GPU is visible, when the LSTM would not run on cuDNN, or
 when --model_dir already holds a run (the smoke test times a fresh one).
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 from absl import flags
 import gin
 import tensorflow as tf
 
-from data_pipeline.errors import UserError, run_tool
+from common.errors import UserError, run_tool
 from trainer import configurables
 from trainer.models.weight_drop_lstm import WeightDropLSTM
 

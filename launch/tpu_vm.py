@@ -27,7 +27,7 @@ import subprocess
 
 from absl import app, flags
 
-from data_pipeline.errors import UserError, run_tool
+from common.errors import UserError, run_tool
 
 ACTIONS = ("create", "setup", "build_data", "train", "logs", "delete")
 # The TPU build of TensorFlow that the runtime image carries and setup keeps (the `[tpu]` extra

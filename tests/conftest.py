@@ -114,7 +114,7 @@ def tiny_lm_parts(vocab_size=90, **model_sizes):
 def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **settings):
     """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps;
     `settings`: more of train_lm's arguments."""
-    from trainer.lm_training import train_lm
+    from trainer.lm.training import train_lm
     return train_lm(model_dir, data_dir, build_input=corpus, batch_size=4, bptt=10,
                     max_steps=steps, eval_batch_size=4, steps_per_loop=1,
                     **{**tiny_lm_parts(vocab_size), **settings})

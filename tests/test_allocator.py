@@ -1,4 +1,5 @@
-"""trainer.allocator: TF's CPU tensors on the BFC allocator, which reuses what a step freed."""
+"""trainer.runtime.allocator: TF's CPU tensors on the BFC allocator, which reuses what a step
+freed."""
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 _SCRIPT = """
 import os, sys
 import tensorflow as tf
-from trainer.allocator import bfc_serves_cpu, use_bfc_allocator
+from trainer.runtime.allocator import bfc_serves_cpu, use_bfc_allocator
 
 def rss_mb():
     with open("/proc/self/statm") as f:

@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import train_tiny_lm, write_corpus
-from data_pipeline.errors import UserError
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
-from trainer.downstream.tagging import train_tagger
+from common.errors import UserError
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece
+from trainer.checkpoints.pretrained import load_pretrained_config
+from trainer.fine_tuning.tagging import train_tagger
 from trainer.generate import generate
+from trainer.models.pretrained_lm import load_language_model
 from trainer.models.reverse_tokens import reverse_tokens
-from trainer.pretrained import load_language_model, load_pretrained_config
-from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.models.ulmfit_classifier import ulmfit_classifier
 
 NO_DROPOUT = dict(output_p=0.0, hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
 

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_corpus
+from common.errors import SettingError
 from data_pipeline.build import BuildSettings, build, repair
-from data_pipeline.errors import SettingError
 from data_pipeline.lm_dataset import lm_dataset
 from data_pipeline.manifest import load_manifest, verify_shards
 from data_pipeline.shards import parse_ids

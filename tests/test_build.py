@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import sigkill_when, write_corpus
+from common.errors import CorpusError
+from common.tokenizer import load_sentencepiece
 from data_pipeline.build import BuildSettings, build
 from data_pipeline.manifest import load_manifest, verify_shards
 from data_pipeline.shards import parse_ids, read_shard_info
-from data_pipeline.errors import CorpusError
 from data_pipeline.sources import read_documents
-from data_pipeline.tokenizer import load_sentencepiece
 
 SMALL = dict(vocab_size=120, valid_fraction=0.1, test_fraction=0.1)
 

@@ -1,12 +1,13 @@
-"""trainer.compilation_cache: XLA executables kept on disk for the next run; damaged ones go."""
+"""trainer.runtime.compilation_cache: XLA executables kept on disk for the next run; damaged ones
+go."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from data_pipeline.errors import UserError
-from trainer.compilation_cache import ENV, check_compilation_cache
+from common.errors import UserError
+from trainer.runtime.compilation_cache import ENV, check_compilation_cache
 
 _KERNEL = "tf.function(lambda x: tf.tanh(x) @ tf.transpose(x), jit_compile=True)"
 # The command line's whole path: trainer.main imported, absl's app.run, gin, job().
@@ -14,11 +15,11 @@ _SCRIPT = f"""
 import sys
 from absl import flags
 import gin, tensorflow as tf
-from data_pipeline.errors import run_tool
+from common.errors import run_tool
 from trainer import main
 
 @gin.configurable
-def compiled(model_dir):
+def compiled(model_dir, strategy):
     tf.io.gfile.makedirs(model_dir)
     return {{"result": float(tf.reduce_sum({_KERNEL}(tf.ones([8, 4]))))}}
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainer.controller import Controller, LoopPosition
-from trainer.divergence import LossSpikeGuard
+from trainer.lm.controller import Controller, LoopPosition
+from trainer.lm.divergence import LossSpikeGuard
 
 
 class CountingTrainer:

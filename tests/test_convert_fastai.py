@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from trainer.convert_fastai import (export_fastai, import_fastai, load_state_dict,
-                                    save_state_dict)
-from trainer.pretrained import PretrainedModelError, load_language_model, model_checkpoint
-
+from trainer.checkpoints.pretrained import PretrainedModelError, model_checkpoint
+from trainer.convert_fastai import export_fastai, import_fastai, load_state_dict, save_state_dict
+from trainer.models.pretrained_lm import load_language_model
 VOCAB, EMB, HIDDEN, LAYERS = 40, 8, 12, 3
 
 

@@ -4,10 +4,10 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.lm_dataset import lm_dataset, worker_lm_dataset
-from trainer.lm_task import LanguageModelTask
+from trainer.lm.task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import FastaiAdam
-from trainer.strategies import make_strategy
+from trainer.optim.optimizer import FastaiAdam
+from trainer.runtime.strategies import make_strategy
 from conftest import train_tiny_lm
 
 ROWS, T, V = 8, 10, 40  # ROWS: the global batch
@@ -115,8 +115,8 @@ def test_worker_dataset_gives_each_replica_its_own_stream(unique_manifest):
 @pytest.mark.heavy
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
-    from trainer.optimizer import fastai_adam
-    from trainer.schedules import one_cycle
+    from trainer.optim.optimizer import fastai_adam
+    from trainer.optim.schedules import one_cycle
     ids = tf.random.stateless_uniform([3, ROWS, T + 1], [3, 4], 0, V, tf.int32)
     strategy = _mirrored(2)
     tf.keras.mixed_precision.set_global_policy(policy)
@@ -142,9 +142,9 @@ def test_mixed_precision_steps_are_finite_with_float32_variables(policy):
 
 def _fitted_tagger(strategy, ids, tags):
     """Two Keras-fit steps of a tagger (no BatchNorm: its statistics are per replica)."""
-    from trainer.optimizer import fastai_adam
-    from trainer.ulmfit_encoder import tf2_ulmfit_encoder
-    from trainer.ulmfit_tagger import tagger_head
+    from trainer.optim.optimizer import fastai_adam
+    from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
+    from trainer.models.ulmfit_tagger import tagger_head
     with strategy.scope():
         tf.keras.utils.set_random_seed(0)
         _, encoder, _, _ = tf2_ulmfit_encoder(vocab_size=V, emb_size=8, hidden_size=12,

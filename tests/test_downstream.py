@@ -12,24 +12,24 @@ import pytest
 import sentencepiece as spm
 import tensorflow as tf
 
+from common.errors import CorpusError
+from common.tokenizer import SPECIAL_IDS, model_ids
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import classification_examples, tag_words
-from data_pipeline.errors import CorpusError
-from data_pipeline.tokenizer import SPECIAL_IDS, model_ids
 from trainer import configurables
-from trainer.downstream.classification import train_classifier
-from trainer.fine_tuning import (GradualUnfreezing, TokensPerSecond, discriminative_lr_factors,
-                                 fit_recipe, layer_groups)
-from trainer.downstream.tagging import train_tagger
+from trainer.checkpoints.pretrained import PretrainedModelError
+from trainer.fine_tuning.classification import train_classifier
+from trainer.fine_tuning.recipe import (GradualUnfreezing, TokensPerSecond,
+                                        discriminative_lr_factors, fit_recipe, layer_groups)
+from trainer.fine_tuning.span_f1 import span_f1
+from trainer.fine_tuning.tagging import train_tagger
 from trainer.models.config import AWD_LSTM_CLAS_CONFIG, DROPOUTS
 from trainer.models.pooling_classifier import masked_concat_pool
-from trainer.optimizer import FastaiAdam
-from trainer.pretrained import PretrainedModelError
-from trainer.schedules import SlantedTriangular, one_cycle
-from trainer.span_f1 import span_f1
-from trainer.ulmfit_classifier import ulmfit_classifier
-from trainer.ulmfit_encoder import SentencePieceIds
-from trainer.ulmfit_tagger import ulmfit_sequence_tagger
+from trainer.models.ulmfit_classifier import ulmfit_classifier
+from trainer.models.ulmfit_encoder import SentencePieceIds
+from trainer.models.ulmfit_tagger import ulmfit_sequence_tagger
+from trainer.optim.optimizer import FastaiAdam
+from trainer.optim.schedules import SlantedTriangular, one_cycle
 
 NO_DROPOUT = dict(hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
 

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import UserError
 from data_pipeline import labeled_data as data
-from data_pipeline.errors import UserError
-from trainer.downstream.saved_run import describe, load_run, save_run
-from trainer.downstream.serving import serving_module
+from trainer.checkpoints.pretrained import load_pretrained_config
 from trainer.export import export
+from trainer.fine_tuning.saved_run import describe, load_run, save_run
+from trainer.models.ulmfit_classifier import ulmfit_classifier
 from trainer.predict import predict
-from trainer.pretrained import load_pretrained_config
-from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.serving.runs import serving_module
 from test_export import a_gpu_reported
 from test_serving import assert_same_predictions, assert_serves_anywhere
 

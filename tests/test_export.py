@@ -13,9 +13,10 @@ import sentencepiece as spm
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from trainer.checkpoints.pretrained import PretrainedModelError
 from trainer.export import export
-from trainer.pretrained import PretrainedModelError, load_language_model
-from trainer.ulmfit_encoder import tf2_ulmfit_encoder
+from trainer.models.pretrained_lm import load_language_model
+from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
 
 TEXTS = ["the model reads tokens and predicts the next one",
          "dropout on weights",
@@ -130,7 +131,7 @@ def test_loads_as_a_hub_keras_layer_without_this_package(exported, pretrained_lm
                                 signature_outputs_as_dict=True)(texts)
         np.save({str(tmp_path / "hidden.npy")!r}, hidden.numpy())
         np.save({str(tmp_path / "mask.npy")!r}, states["mask"].numpy())
-        assert not [m for m in sys.modules if m.split(".")[0] in ("trainer", "data_pipeline")]
+        assert not [m for m in sys.modules if m.split(".")[0] in ("trainer", "data_pipeline", "common")]
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import train_tiny_lm, write_corpus
-from trainer.pretrained import PretrainedModelError, load_language_model, weights_by_path
-from trainer.schedules import one_cycle
+from trainer.checkpoints.pretrained import PretrainedModelError, weights_by_path
+from trainer.models.pretrained_lm import load_language_model
+from trainer.optim.schedules import one_cycle
 
 
 def finetune(model_dir, data_dir, init_from, build_input=None, max_lr=1e-2):
-    from trainer.lm_training import train_lm  # pylint: disable=g-import-not-at-top
+    from trainer.lm.training import train_lm  # pylint: disable=g-import-not-at-top
     return train_lm(model_dir, data_dir, init_from=init_from, build_input=build_input,
                     batch_size=4, bptt=10, max_steps=1, eval_batch_size=4, steps_per_loop=1,
                     schedule=functools.partial(one_cycle, max_lr=max_lr))

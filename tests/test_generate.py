@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.generate import generate
-from trainer.pretrained import load_language_model
-
+from trainer.models.pretrained_lm import load_language_model
 PROMPT = "the model reads"
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.errors import UserError
+from common.errors import UserError
 from trainer import configurables, gin_reach
 from trainer import main as trainer_main
 
@@ -55,8 +55,8 @@ def test_every_shipped_config_is_one_of_the_checked_jobs():
 @pytest.mark.parametrize("files,bindings,trainer", JOBS, ids=["+".join(j[0]) for j in JOBS])
 def test_every_binding_of_a_shipped_job_reaches_its_code(parsed, files, bindings, trainer):
     assert parsed(files, bindings) == trainer
-    names, final = gin_reach.reached(_statements(files, bindings), "job",
-                                     trainer_main._job_defaults())  # pylint: disable=protected-access
+    defaults = trainer_main._job_defaults()  # pylint: disable=protected-access
+    names, final = gin_reach.reached(_statements(files, bindings), "job", defaults)
     unused = sorted({s.selector for s in final.values() if s.param and s.selector not in names})
     # The course recipe swaps fine_tuning.gin's STLR for one-cycles: only STLR's settings idle.
     assert unused == (["stlr"] if "fine_tuning_course.gin" in files else [])

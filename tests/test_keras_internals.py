@@ -4,13 +4,13 @@ import keras
 import tensorflow as tf
 
 from trainer.models import keras_internals
-from trainer.optimizer import FastaiAdam
+from trainer.optim.optimizer import FastaiAdam
 
 
 def test_the_installed_keras_has_every_internal_training_relies_on():
     problems = keras_internals.changed_internals()
-    assert not problems, ("a Keras or TensorFlow release changed what trainer/optimizer.py or "
-                          "trainer/models/lstm_kernel.py relies on:\n" + "\n".join(problems))
+    assert not problems, ("a Keras or TensorFlow release changed what trainer/optim/optimizer.py "
+                          "or trainer/models/lstm_kernel.py relies on:\n" + "\n".join(problems))
 
 
 def test_a_renamed_or_reshaped_internal_is_named():

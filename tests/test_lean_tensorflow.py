@@ -1,6 +1,6 @@
-"""data_pipeline.lean_tensorflow: the command-line tools import TensorFlow without the optional
+"""common.lean_tensorflow: the command-line tools import TensorFlow without the optional
 packages Keras would import with it, and those packages still import afterwards; and without
-TensorFlow's C++ chatter in their output (data_pipeline/tf_log_filter.py)."""
+TensorFlow's C++ chatter in their output (common/tf_log_filter.py)."""
 import os
 import re
 import subprocess
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from data_pipeline import tf_log_filter
+from common import tf_log_filter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,8 +115,8 @@ def test_a_progress_bar_passes_before_its_line_ends():
 def test_python_log_records_shown_are_ours_at_info_and_anyones_from_warning_up():
     import logging  # pylint: disable=import-outside-toplevel
 
-    from data_pipeline import lean_tensorflow  # pylint: disable=import-outside-toplevel
-    ours = os.path.join(ROOT, "trainer", "controller.py")
+    from common import lean_tensorflow  # pylint: disable=import-outside-toplevel
+    ours = os.path.join(ROOT, "trainer", "lm", "controller.py")
     theirs = os.path.join(os.path.dirname(logging.__file__), "gin", "resource_reader.py")
     shown = {(path, level): lean_tensorflow._own_info_only(  # pylint: disable=protected-access
         logging.LogRecord("absl", level, path, 1, "message", None, None))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.errors import CorpusError
 from data_pipeline.lm_dataset import lm_dataset
-from data_pipeline.errors import CorpusError
 from data_pipeline.manifest import SplitInfo
 from data_pipeline.shards import ShardWriter, parse_ids, shard_name
 

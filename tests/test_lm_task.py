@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.lm_task import LanguageModelTask
+from trainer.lm.task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import FastaiAdam
+from trainer.optim.optimizer import FastaiAdam
 
 B, T, V = 4, 10, 40
 
@@ -81,9 +81,9 @@ def test_xla_step_with_all_regularizers_is_repeatable():
 
 def test_non_finite_loss_stops_without_saving(tmp_path):
     from data_pipeline.build_settings import BuildSettings
-    from trainer.divergence import DivergenceError
-    from trainer.lm_training import train_lm
-    from trainer.schedules import one_cycle
+    from trainer.lm.divergence import DivergenceError
+    from trainer.lm.training import train_lm
+    from trainer.optim.schedules import one_cycle
     from conftest import write_corpus
     corpus = write_corpus(tmp_path / "c.txt", 400)
     with pytest.raises(DivergenceError, match=r"at step (\d+); stopped without saving"):

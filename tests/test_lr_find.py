@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.lr_finder import LRSweep, SweepFinished, steep, valley
+from trainer.optim.lr_finder import LRSweep, SweepFinished, steep, valley
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from lstm_reference import reference_lstm
 from trainer.models.lstm_kernel import batch_shards, lstm_sequence
-from trainer.strategies import make_strategy
+from trainer.runtime.strategies import make_strategy
 
 
 def _case(batch, time, inputs, units, seed):

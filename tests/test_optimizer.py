@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.optimizer import FastaiAdam, fastai_adam
-from trainer.schedules import CombinedCosine, one_cycle, staged
+from trainer.optim.optimizer import FastaiAdam, fastai_adam
+from trainer.optim.schedules import CombinedCosine, one_cycle, staged
 
 
 def test_fastai_adam_matches_fastai_step_by_step():

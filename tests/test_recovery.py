@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from conftest import train_tiny_lm, write_corpus
 from test_user_errors import TINY_LM, first_shard, flip_byte, run
-from trainer.checkpoints import CheckpointError
-from trainer.divergence import DivergenceError, LossSpikeGuard
+from trainer.checkpoints.intact import CheckpointError
+from trainer.lm.divergence import DivergenceError, LossSpikeGuard
 
 
 def sha256(path):
@@ -153,7 +153,7 @@ def test_loss_spike_guard():
 def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
     """The loss explodes but stays finite: with a checkpoint every step and only two kept, the
     run stops, saves nothing after the spike began and names a checkpoint that is on disk."""
-    from trainer import lm_training
+    from trainer.lm import training as lm_training
     real = lm_training.LanguageModelTask.train_loop
 
     def exploding(task, iterator, steps):
@@ -172,8 +172,8 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_a_worker_waiting_for_the_chiefs_data_names_the_manifest_and_the_fix(tmp_path):
-    from data_pipeline.errors import UserError
-    from trainer.lm_training import prepare_data
+    from common.errors import UserError
+    from trainer.lm.training import prepare_data
     with pytest.raises(UserError) as raised:
         prepare_data(str(tmp_path / "data"), "corpus/*.txt", chief=False, wait_seconds=0.3)
     message = str(raised.value)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import read_all, sigkill_when, write_corpus
-from trainer.preemption import PREEMPTED_EXIT_CODE
+from trainer.lm.preemption import PREEMPTED_EXIT_CODE
 
 pytestmark = pytest.mark.heavy
 

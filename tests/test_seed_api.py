@@ -11,8 +11,8 @@ import sentencepiece as spm
 import tensorflow as tf
 
 from test_convert_fastai import EMB, HIDDEN, LAYERS, VOCAB, synthetic_state_dict
+from trainer.checkpoints.pretrained import load_pretrained_config
 from trainer.convert_fastai import import_fastai, save_state_dict
-from trainer.pretrained import load_pretrained_config
 
 WORDS = [f"w{k} piece{k % 7} token{k % 13} text" for k in range(300)]
 
@@ -32,8 +32,8 @@ def fastai_import(tmp_path_factory):
 
 
 def test_the_seed_readme_calls_as_written(fastai_import, tmp_path, monkeypatch):
-    from trainer.ulmfit_encoder import tf2_ulmfit_encoder
-    from trainer.ulmfit_tagger import ulmfit_sequence_tagger
+    from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
+    from trainer.models.ulmfit_tagger import ulmfit_sequence_tagger
     imported, spm_model, _ = fastai_import
     shutil.copy(spm_model, tmp_path / "pl_wiki100-sp35k.model")
     monkeypatch.chdir(tmp_path)
@@ -96,7 +96,7 @@ def test_an_imported_model_fine_tunes_as_a_language_model(fastai_import, tmp_pat
 
 @pytest.mark.parametrize("from_scratch", [False, True], ids=["pretrained", "from_scratch"])
 def test_an_imported_model_fine_tunes_as_a_classifier(fastai_import, tmp_path, from_scratch):
-    from trainer.downstream.classification import train_classifier
+    from trainer.fine_tuning.classification import train_classifier
     imported, _, _ = fastai_import
     rows = [{"text": WORDS[i], "label": str(i % 2)} for i in range(24)]
     files = {}
@@ -120,7 +120,7 @@ def test_the_seed_flow_compiles_for_cudnn_on_a_gpu_host(fastai_import):
     turn XLA on and send the LSTM to the fused kernel; the layers say cuDNN cannot run under
     XLA, so XLA stays off and the train step traces cuDNN's LSTM."""
     from test_export import a_gpu_reported
-    from trainer.ulmfit_tagger import ulmfit_sequence_tagger
+    from trainer.models.ulmfit_tagger import ulmfit_sequence_tagger
     real = tf.config.list_physical_devices
 
     def physical(device_type=None):  # Keras' "auto" asks for any device but the CPU

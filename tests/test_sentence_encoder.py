@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.errors import CorpusError
+from common.errors import CorpusError
 from data_pipeline.labeled_data import labelled_dataset, sorted_order, train_steps
 from trainer.models.activation_regularization import (activation_regularization,
                                                       masked_activation_regularization)
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.models.pooling_classifier import masked_concat_pool
 from trainer.models.sentence_encoder import ChunkedEncoder, last_tokens
-from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.models.ulmfit_classifier import ulmfit_classifier
 
 NO_DROPOUT = dict(output_p=0.0, hidden_p=0.0, input_p=0.0, embed_p=0.0, weight_p=0.0)
 

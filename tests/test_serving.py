@@ -12,12 +12,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from data_pipeline import labeled_data as data
-from trainer.downstream.classification import train_classifier
-from trainer.downstream.saved_run import load_run
-from trainer.downstream.tagging import predicted_tags, train_tagger
+from trainer.checkpoints.pretrained import model_checkpoint
 from trainer.export import export
+from trainer.fine_tuning.classification import train_classifier
+from trainer.fine_tuning.saved_run import load_run
+from trainer.fine_tuning.tagging import predicted_tags, train_tagger
 from trainer.predict import predict
-from trainer.pretrained import model_checkpoint
 from test_export import a_gpu_reported, graph_ops_and_xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def _serve_in_a_fresh_process(saved_model, calls, tmp_path):
                     for k, v in inputs.items()}})
             out[name] = {{k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy().tolist())
                          for k, v in result.items()}}
-        assert not [m for m in sys.modules if m.split(".")[0] in ("trainer", "data_pipeline")]
+        assert not [m for m in sys.modules if m.split(".")[0] in ("trainer", "data_pipeline", "common")]
         print(json.dumps(out, default=lambda b: b.decode()))
     """)
     done = subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,

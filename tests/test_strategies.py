@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.untuned import untuned
-from trainer import strategies
-from trainer.strategies import make_strategy
+from trainer.runtime import strategies
+from trainer.runtime.strategies import make_strategy
 
 
 def test_one_device_and_mirrored_on_cpus():

@@ -1,7 +1,7 @@
 """tfds:NAME[:SPLIT] reads a dataset already prepared in a local data_dir; nothing is downloaded."""
 import pytest
 
-from data_pipeline.errors import CorpusError
+from common.errors import CorpusError
 from data_pipeline.sources import read_documents
 
 tfds = pytest.importorskip("tensorflow_datasets")

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_reference import reference_lstm
-from trainer.lm_task import mask_seed
+from trainer.lm.task import mask_seed
 from trainer.models import lstm_kernel
 from trainer.models.lstm_kernel import select_implementation
 from trainer.models.weight_drop_lstm import WeightDropLSTM, WeightDropLSTMCell, drop_connect

@@ -7,18 +7,20 @@ train_lm builds (trainer/gin_reach.py refuses a binding that reaches nothing).
 import gin
 
 from data_pipeline.build_settings import BuildSettings
-from trainer import fine_tuning, lm_training, schedules, strategies
-from trainer.downstream import classification, tagging
+from trainer.fine_tuning import classification, recipe, tagging
+from trainer.lm import training
 from trainer.models.config import AWD_LSTM_LM_CONFIG, DROPOUTS
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import fastai_adam
-from trainer.ulmfit_classifier import ulmfit_classifier
-from trainer.ulmfit_tagger import ulmfit_tagger
+from trainer.models.ulmfit_classifier import ulmfit_classifier
+from trainer.models.ulmfit_tagger import ulmfit_tagger
+from trainer.optim import schedules
+from trainer.optim.optimizer import fastai_adam
+from trainer.runtime import strategies
 
 # What the caller always passes is denied to gin: a binding of it would never be used.
 _PASSED_BY_JOB = ["model_dir", "strategy"]
 JOBS = {
-    "train_lm": lm_training.train_lm,
+    "train_lm": training.train_lm,
     "train_classifier": classification.train_classifier,
     "train_tagger": tagging.train_tagger,
 }
@@ -47,7 +49,7 @@ optimizer = gin.external_configurable(
 one_cycle = gin.external_configurable(schedules.one_cycle, "one_cycle", denylist=["total_steps"])
 stlr = gin.external_configurable(schedules.stlr, "stlr", denylist=["total_steps"])
 fit_recipe = gin.external_configurable(
-    fine_tuning.fit_recipe, "fit_recipe",
+    recipe.fit_recipe, "fit_recipe",
     allowlist=["schedule", "optimizer", "discriminative_factor", "gradual_unfreezing",
                "clear_state_on_unfreeze", "stages"])
 build_settings = gin.external_configurable(BuildSettings, "BuildSettings",

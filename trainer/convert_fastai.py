@@ -17,7 +17,7 @@ weights and an export gives them back while the summed bias is unchanged (an exa
 after training, bias_ih carries the change. .pth files need torch (the [fastai] extra); .npz
 files of the same names do not.
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import io
 import os
 import re
@@ -26,14 +26,14 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
-from data_pipeline.errors import run_tool
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+from common.atomic_files import write_atomically
+from common.errors import run_tool
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece
 
+from trainer.checkpoints.pretrained import (PretrainedModelError, model_dir_and_checkpoint,
+                                            weights_by_path, write_pretrained_config)
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.pretrained import (PretrainedModelError, load_language_model,
-                                model_dir_and_checkpoint, weights_by_path,
-                                write_pretrained_config)
+from trainer.models.pretrained_lm import load_language_model
 
 _LAYER_KEY = re.compile(r"rnns\.(\d+)\.")
 

@@ -12,16 +12,14 @@ A backward LM (train_lm.backwards) writes what comes before the prompt: it reads
 reversed and samples pieces right to left, so the prompt ends the text; BOS plays EOS's part
 (the start of the document is where a backward LM's document ends).
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.errors import run_tool
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
-from trainer.pretrained import load_language_model
-
-
+from common.errors import run_tool
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece
+from trainer.models.pretrained_lm import load_language_model
 def _next_piece_sampler(lm, temperature, top_k, never_ids):
     never = np.zeros(lm.get_config()["vocab_size"], np.float32)
     never[never_ids] = -np.inf

@@ -92,6 +92,13 @@ def reached(statements, entry, defaults):
     return names, final
 
 
+def referred(final, selector, param):
+    """The configurable that the final (unscoped) binding `selector.param` refers to, or None."""
+    binding = final.get(("", selector, param))
+    macros = {s.selector: s.value for s in final.values() if not s.param}
+    return next(_references(binding.value, macros), None) if binding else None
+
+
 def unreached(statements, entry, defaults):
     """One message per binding the job never uses (see the module docstring)."""
     names, final = reached(statements, entry, defaults)

@@ -3,7 +3,7 @@
 
 fastai's `learn.lr_find()` on the job a config describes, the language model (lm_training.gin,
 finetune_lm.gin, ...) or a classifier or tagger (classifier.gin, tagger.gin): a mock training
-whose learning rate grows exponentially (trainer/lr_finder.py), then the plot of smoothed loss
+whose learning rate grows exponentially (trainer/optim/lr_finder.py), then the plot of smoothed loss
 against learning rate (log scale) with fastai's suggestions marked, and the suggestions printed.
 A downstream model trains its head alone, as a fastai learner does before unfreezing.
 
@@ -12,7 +12,7 @@ It never touches a run: the job runs in a temporary directory that is deleted af
 plot needs matplotlib: pip install -e '.[plot]'. The recorded steps go to OUTPUT.json beside the
 plot.
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import os
 
 # Before TensorFlow loads: keep its C++ INFO lines out of the output.
@@ -26,11 +26,11 @@ import tempfile
 from absl import flags
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
-from data_pipeline.errors import UserError, run_tool
+from common.atomic_files import write_atomically
+from common.errors import UserError, run_tool
 from trainer import configurables
 from trainer import main as trainer_main
-from trainer.lr_finder import LRSweep, SweepFinished
+from trainer.optim.lr_finder import LRSweep, SweepFinished
 
 
 def sweep_parts(sweep, trainer):

@@ -1,11 +1,11 @@
 """python -m trainer.main --gin_file=gin_configs/smoke.gin [--gin_param=...] --model_dir=DIR"""
 # pylint: disable=wrong-import-position
-from trainer.compilation_cache import check_compilation_cache, use_compilation_cache
+from trainer.runtime.compilation_cache import check_compilation_cache, use_compilation_cache
 
 # Before TensorFlow starts: it reads TF_XLA_FLAGS once, when it first lists its devices.
 use_compilation_cache()
 
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import inspect
 import json
 import os
@@ -16,11 +16,11 @@ from absl import app, flags
 import gin
 import tensorflow as tf
 
-from data_pipeline.errors import UserError, run_tool
+from common.errors import UserError, run_tool
 from trainer import configurables, gin_reach
-from trainer.allocator import use_bfc_allocator
-from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted
-from trainer.strategies import is_chief
+from trainer.lm.preemption import PREEMPTED_EXIT_CODE, Preempted
+from trainer.runtime.allocator import use_bfc_allocator
+from trainer.runtime.strategies import is_chief
 
 # Includes such as 'gin_configs/lm_training.gin' resolve from any working directory.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,12 +39,12 @@ def define_gin_flags():
 def job(model_dir, trainer=configurables.train_lm, strategy=configurables.make_strategy,
         reuse_freed_memory=True, parts=None):
     """What a config trains: the language model (default), or e.g. `job.trainer =
-    @train_classifier` / `@train_tagger` (trainer/downstream/), on the strategy that
+    @train_classifier` / `@train_tagger` (trainer/fine_tuning/), on the strategy that
     `strategy()` makes (make_strategy.* in mirrored.gin etc.). `parts`: more arguments for
     the trainer (trainer.lr_find passes its own schedule). `reuse_freed_memory`: TF's CPU
-    tensors on the BFC allocator (trainer/allocator.py: faster LM steps on CPU, lower peak RSS
-    than malloc's defaults). XLA executables are kept on disk for the next run
-    (trainer/compilation_cache.py; the directory is $ULMFIT_XLA_CACHE_DIR)."""
+    tensors on the BFC allocator (trainer/runtime/allocator.py: faster LM steps on CPU, lower peak
+    RSS than malloc's defaults). XLA executables are kept on disk for the next run
+    (trainer/runtime/compilation_cache.py; the directory is $ULMFIT_XLA_CACHE_DIR)."""
     if reuse_freed_memory:
         use_bfc_allocator()
     check_compilation_cache()
@@ -59,23 +59,20 @@ def _job_defaults():
             if configurables.registered_name(p.default)}
 
 
-def job_trainer(statements):
-    """The gin name of the trainer the parsed config runs."""
-    names, final = gin_reach.reached(statements, "job", _job_defaults())
-    return next(n for n in configurables.JOBS if n in names), final
-
-
 def check_reach(files, bindings):
     """The gin name of the job's trainer; a UserError for the first binding the job never uses,
     or a required setting of the trainer left unset."""
     statements = gin_reach.read_bindings(files, bindings, [_PROJECT_ROOT])
-    problems = gin_reach.unreached(statements, "job", _job_defaults())
-    trainer, final = job_trainer(statements)
+    defaults = _job_defaults()
+    problems = gin_reach.unreached(statements, "job", defaults)
+    _, final = gin_reach.reached(statements, "job", defaults)
+    trainer = gin_reach.referred(final, "job", "trainer") or defaults["trainer"]
     if problems:
         raise UserError(f"gin: {problems[0]}. The job is {trainer}: remove the binding, or fix "
                         "the --gin_file or --gin_param it names.")
     bound = {param for (_, selector, param) in final if selector == trainer}
-    for name, p in inspect.signature(configurables.JOBS[trainer]).parameters.items():
+    job_function = configurables.JOBS.get(trainer, lambda model_dir: None)  # or a user's own
+    for name, p in inspect.signature(job_function).parameters.items():
         if p.default is p.empty and name != "model_dir" and name not in bound:
             example = {"pretrained": "/tmp/ulmfit_smoke"}.get(name, "/tmp/data")
             raise UserError(f"gin: {trainer}.{name} is required; set it with --gin_param, e.g. "
@@ -94,8 +91,8 @@ def parse_gin(files, bindings):
         gin.parse_config_files_and_bindings(files, bindings)
     except (ValueError, OSError, tokenize.TokenError, SyntaxError) as e:
         # gin's message names the file (or "bindings string") and the line.
-        raise UserError(f"gin: {' '.join(str(e).split()).rstrip('.')}. Fix the --gin_file or --gin_param "
-                        "it names.") from None
+        message = " ".join(str(e).split()).rstrip(".")
+        raise UserError(f"gin: {message}. Fix the --gin_file or --gin_param it names.") from None
     return check_reach(files, bindings)
 
 

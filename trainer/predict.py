@@ -2,7 +2,7 @@
 
 Labels (classifier) or per-word tags (tagger) for every input, with a fine-tuned run directory
 or the SavedModel `trainer.export` made of it: both run the same serving code
-(trainer/downstream/serving.py), so they give the same output. Classifier runs, comma-separated
+(trainer/serving/runs.py), so they give the same output. Classifier runs, comma-separated
 (`--model_dir=FORWARD_RUN,BACKWARD_RUN`), predict as their ensemble (mean probabilities).
 
 Input: a text file, one text per line (a tagger splits it into words on whitespace), or JSONL
@@ -11,7 +11,7 @@ Output (JSONL, one line per input, written when complete): {"label", "scores": {
 or {"words", "tags"}. When every JSONL input also has its answer ("label", or "tags" one per
 token), the accuracy (classifier) or span F1 (tagger) against it is printed too.
 """
-import data_pipeline.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
+import common.lean_tensorflow  # pylint: disable=unused-import  (first: its docstring)
 import json
 import os
 
@@ -19,12 +19,12 @@ from absl import flags
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipeline.atomic_files import commit, temporary_path
-from data_pipeline.errors import UserError, run_tool
+from common.atomic_files import commit, temporary_path
+from common.errors import UserError, run_tool
 from data_pipeline.labeled_data import read_jsonl
-from trainer.downstream.saved_run import ensemble_members
-from trainer.downstream.serving import serving_module
-from trainer.span_f1 import span_f1
+from trainer.fine_tuning.saved_run import ensemble_members
+from trainer.fine_tuning.span_f1 import span_f1
+from trainer.serving.runs import serving_module
 
 
 def load_predictor(path):

@@ -2,8 +2,8 @@
 
 Keras' public optimizer cannot express fastai's Adam (gradients summed over replicas before the
 clip, weight decay fused into the step, one beta_1 per step), and its public LSTM layer cannot
-take a weight-dropped recurrent kernel on cuDNN. So trainer/optimizer.py overrides or reads the
-private members of `keras.optimizers.Optimizer` listed in OPTIMIZER_MEMBERS, and
+take a weight-dropped recurrent kernel on cuDNN. So trainer/optim/optimizer.py overrides or reads
+the private members of `keras.optimizers.Optimizer` listed in OPTIMIZER_MEMBERS, and
 trainer/models/lstm_kernel.py calls the backend LSTM and XLA-context query imported here. A
 Keras or TensorFlow release may rename any of them without notice: `changed_internals()` says
 what this installation lacks (tests/test_keras_internals.py runs it), and setup.py pins the Keras
@@ -19,7 +19,7 @@ from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-
 # The function keras.layers.LSTM calls, which runs cuDNN's kernel where it can.
 backend_lstm = _keras_backend.lstm
 
-# Private optimizer members trainer/optimizer.py overrides (with these parameters) or reads.
+# Private optimizer members trainer/optim/optimizer.py overrides (with these parameters) or reads.
 OPTIMIZER_METHODS = {
     "_all_reduce_sum_gradients": ("grads_and_vars",),  # overridden: no per-replica sum
     "_clip_gradients": ("grads",),  # overridden: sum over replicas, then clip
@@ -29,7 +29,7 @@ OPTIMIZER_METHODS = {
     "_get_variable_index": ("variable",),  # read: a variable's slot index
     "_var_key": ("variable",),  # read: the key exclude_from_weight_decay stores
 }
-# Set by Optimizer.build / exclude_from_weight_decay, read by trainer/optimizer.py.
+# Set by Optimizer.build / exclude_from_weight_decay, read by trainer/optim/optimizer.py.
 OPTIMIZER_ATTRIBUTES = ("_trainable_variables", "_exclude_from_weight_decay",
                         "_exclude_from_weight_decay_pattern")
 

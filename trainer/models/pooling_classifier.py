@@ -40,7 +40,7 @@ class PoolingLinearClassifier(keras.layers.Layer):
     """(hidden, token_mask) -> class logits (not `mask`: Keras reserves that name).
 
     `lin_ftrs`: the hidden layers' sizes; dropout `output_p` before the first Dense and `ps`
-    before each next one (fastai's defaults are in trainer/ulmfit_classifier.py)."""
+    before each next one (fastai's defaults are in trainer/models/ulmfit_classifier.py)."""
 
     def __init__(self, num_classes, lin_ftrs, output_p, ps, **kwargs):
         super().__init__(**kwargs)

@@ -77,7 +77,7 @@ class WeightDropLSTM(keras.layers.Layer):
     this batch's mask and is required when training with weight_dropout > 0.
     `backprop_if`: None, or a callable returning a scalar bool tensor; while it is False, the
     layer's gradients are zeros and its backward pass is skipped (gradual unfreezing freezes
-    layers this way without tracing the train step anew: see trainer/fine_tuning.py).
+    layers this way without tracing the train step anew: see trainer/fine_tuning/recipe.py).
     """
 
     def __init__(self, units, weight_dropout=0.0, **kwargs):

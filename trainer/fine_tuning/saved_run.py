@@ -11,13 +11,13 @@ import os
 
 import tensorflow as tf
 
-from data_pipeline.atomic_files import write_atomically
-from trainer.pretrained import (PretrainedModelError, model_checkpoint, restore_weights,
-                                weights_by_path)
-from trainer.strategies import checkpoint_write_dir
-from trainer.ulmfit_classifier import ulmfit_classifier
-from trainer.ulmfit_encoder import tf2_ulmfit_encoder
-from trainer.ulmfit_tagger import tagger_head
+from common.atomic_files import write_atomically
+from trainer.checkpoints.pretrained import (PretrainedModelError, model_checkpoint, restore_weights,
+                                            weights_by_path)
+from trainer.models.ulmfit_classifier import ulmfit_classifier
+from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
+from trainer.models.ulmfit_tagger import tagger_head
+from trainer.runtime.strategies import checkpoint_write_dir
 
 RUN_FILE = "downstream.json"
 SPM_FILE = "spm.model"

@@ -1,23 +1,23 @@
 """ULMFiT stage 3 for sequence tagging: `train_tagger`, the job of gin_configs/tagger.gin (run
 by trainer.main).
 
-It fine-tunes a tagger (trainer/ulmfit_tagger.py: a softmax over tags at every piece) on a
-pretrained encoder with ULMFiT's recipe (trainer/fine_tuning.py); a word's tag sits on its first
-SentencePiece piece. `from_scratch=True` trains the same architecture from random weights.
+It fine-tunes a tagger (trainer/models/ulmfit_tagger.py: a softmax over tags at every piece) on a
+pretrained encoder with ULMFiT's recipe (trainer/fine_tuning/recipe.py); a word's tag sits on its
+first SentencePiece piece. `from_scratch=True` trains the same architecture from random weights.
 """
 import keras
 import numpy as np
 import tensorflow as tf
 
+from common.errors import UserError
 from data_pipeline import labeled_data as data
-from data_pipeline.errors import UserError
-from data_pipeline.sources import SPLITS
 from data_pipeline.demo_tasks import demo_task_files
-from trainer.downstream.saved_run import describe, save_run
-from trainer.fine_tuning import fit_recipe
-from trainer.pretrained import encoder_source
-from trainer.span_f1 import span_f1
-from trainer.ulmfit_tagger import ulmfit_tagger
+from data_pipeline.sources import SPLITS
+from trainer.checkpoints.pretrained import encoder_source
+from trainer.fine_tuning.recipe import fit_recipe
+from trainer.fine_tuning.saved_run import describe, save_run
+from trainer.fine_tuning.span_f1 import span_f1
+from trainer.models.ulmfit_tagger import ulmfit_tagger
 
 
 def predicted_tags(model, ids, word_starts, vocabulary, batch_size):
@@ -42,7 +42,7 @@ def train_tagger(model_dir, pretrained, files=None, from_scratch=False, max_len=
 
     The parts: `strategy` (default: TensorFlow's default strategy), `model(num_classes,
     pretrained_weights, spm_model_file, **sizes)` (dropouts and AR/TAR are its settings) and
-    `recipe`, trainer.fine_tuning.fit_recipe or one with the same arguments."""
+    `recipe`, trainer.fine_tuning.recipe.fit_recipe or one with the same arguments."""
     files = files or demo_task_files("tag")
     keras.utils.set_random_seed(seed)
     weights, sizes, spm_model, backwards = encoder_source(pretrained, from_scratch)

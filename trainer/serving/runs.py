@@ -20,10 +20,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_text as tf_text
 
-from data_pipeline.errors import UserError
-from data_pipeline.tokenizer import SPECIAL_IDS
-from trainer.downstream.saved_run import load_run
-from trainer.ulmfit_encoder import SentencePieceIds
+from common.errors import UserError
+from common.tokenizer import SPECIAL_IDS
+from trainer.fine_tuning.saved_run import load_run
+from trainer.models.ulmfit_encoder import SentencePieceIds
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 

@@ -17,7 +17,7 @@ The directory only grows (tens of kB per kernel); deleting it is always safe.
 
 The directory is an environment variable, not a gin binding: TF reads TF_XLA_FLAGS once, when it
 first lists its devices, which a command-line tool does as it imports TensorFlow
-(data_pipeline/lean_tensorflow.py). So trainer.main sets the flag before it imports TensorFlow,
+(common/lean_tensorflow.py). So trainer.main sets the flag before it imports TensorFlow,
 and this module imports no TensorFlow at the top.
 """
 import os
@@ -49,7 +49,7 @@ def use_compilation_cache():
 def check_compilation_cache():
     """Creates the directory use_compilation_cache chose, and removes damaged entries; call
     before the first compilation. A directory that cannot be used is a UserError."""
-    from data_pipeline.errors import UserError  # pylint: disable=import-outside-toplevel
+    from common.errors import UserError  # pylint: disable=import-outside-toplevel
     directory = cache_directory()
     if not directory or f"{_DIRECTORY_FLAG}={directory}" not in os.environ.get(_FLAGS, ""):
         return

@@ -15,11 +15,11 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from trainer.checkpoints import latest_intact_checkpoint
-from trainer.optimizer import fastai_adam
-from trainer.pretrained import model_checkpoint
-from trainer.schedules import staged, stlr
-from trainer.strategies import checkpoint_write_dir, is_chief
+from trainer.checkpoints.intact import latest_intact_checkpoint
+from trainer.checkpoints.pretrained import model_checkpoint
+from trainer.optim.optimizer import fastai_adam
+from trainer.optim.schedules import staged, stlr
+from trainer.runtime.strategies import checkpoint_write_dir, is_chief
 
 
 def layer_groups(model, encoder_name="encoder"):

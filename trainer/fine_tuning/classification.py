@@ -2,7 +2,7 @@
 gin_configs/classifier.gin (run by trainer.main).
 
 It fine-tunes fastai's concat-pooling classifier on a pretrained encoder with ULMFiT's recipe
-(trainer/fine_tuning.py); `from_scratch=True` trains the same architecture, with the same
+(trainer/fine_tuning/recipe.py); `from_scratch=True` trains the same architecture, with the same
 recipe, from random weights: the baseline that pretraining has to beat.
 """
 import keras
@@ -11,10 +11,10 @@ import tensorflow as tf
 from data_pipeline import labeled_data as data
 from data_pipeline.demo_tasks import demo_task_files
 from data_pipeline.sources import SPLITS
-from trainer.downstream.saved_run import describe, save_run
-from trainer.fine_tuning import fit_recipe
-from trainer.pretrained import encoder_source
-from trainer.ulmfit_classifier import ulmfit_classifier
+from trainer.checkpoints.pretrained import encoder_source
+from trainer.fine_tuning.recipe import fit_recipe
+from trainer.fine_tuning.saved_run import describe, save_run
+from trainer.models.ulmfit_classifier import ulmfit_classifier
 
 
 def train_classifier(model_dir, pretrained, files=None, from_scratch=False, bptt=72,
@@ -30,7 +30,7 @@ def train_classifier(model_dir, pretrained, files=None, from_scratch=False, bptt
 
     The parts: `strategy` (default: TensorFlow's default strategy), `model`, ulmfit_classifier
     or one with its arguments (dropouts, head and AR/TAR are its settings), and `recipe`,
-    trainer.fine_tuning.fit_recipe or one with the same arguments.
+    trainer.fine_tuning.recipe.fit_recipe or one with the same arguments.
     """
     files = files or demo_task_files("classify")
     keras.utils.set_random_seed(seed)

@@ -11,7 +11,7 @@ whole; one that imports a tool's module (data_pipeline.build, say) before Tensor
 Keras' plotting, scikit-learn wrappers or DataFrame inputs: import TensorFlow first for those.
 
 Quiet, in a tool run as `python -m` (trainer.*, data_pipeline.*, launch.*): what TensorFlow's C++
-side writes to stderr goes through data_pipeline/tf_log_filter.py, which says what it leaves
+side writes to stderr goes through common/tf_log_filter.py, which says what it leaves
 out; Python's own output (sys.stderr, progress bars, tracebacks, `error:` lines) goes straight
 to stderr as before. Python log records below WARNING are shown only from this project's code.
 `--verbose` on any tool, or a TF_CPP_MIN_LOG_LEVEL of the user's own, shows everything.
@@ -24,7 +24,7 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 
-from data_pipeline import tf_log_filter
+from common import tf_log_filter
 
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ log and other libraries' INFO "
                   "lines (shown also when TF_CPP_MIN_LOG_LEVEL is set).")
@@ -32,7 +32,8 @@ flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ log and other librari
 KERAS_OPTIONAL = ("matplotlib", "sklearn", "pandas", "scipy")
 _TOOL_PACKAGES = ("trainer", "data_pipeline", "launch")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OWN_CODE = tuple(os.path.join(_ROOT, package) + os.sep for package in _TOOL_PACKAGES)
+_OWN_CODE = tuple(os.path.join(_ROOT, package) + os.sep
+                  for package in ("common", *_TOOL_PACKAGES))
 _filter_process = []  # held for the tool's life
 
 

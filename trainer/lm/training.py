@@ -11,23 +11,24 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from common.errors import CorpusError, SettingError, UserError
 from data_pipeline.build import build
 from data_pipeline.build_settings import BuildSettings
-from data_pipeline.errors import CorpusError, SettingError, UserError
 from data_pipeline.lm_dataset import plan_epoch, worker_lm_dataset
 from data_pipeline.manifest import MANIFEST_NAME, load_manifest, verify_shards
 from data_pipeline.unigram import unigram_perplexity
-from trainer.controller import Controller, LoopPosition
-from trainer.divergence import LossSpikeGuard
-from trainer.lm_task import LanguageModelTask
+from trainer.checkpoints.pretrained import (LM_CONFIG_NAME, check_same_vocab,
+                                            load_pretrained_config, model_checkpoint,
+                                            model_dir_and_checkpoint, restore_weights,
+                                            weights_by_path, write_pretrained_config)
+from trainer.lm.controller import Controller, LoopPosition
+from trainer.lm.divergence import LossSpikeGuard
+from trainer.lm.preemption import preemption_watcher
+from trainer.lm.task import LanguageModelTask
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.optimizer import fastai_adam
-from trainer.preemption import preemption_watcher
-from trainer.pretrained import (LM_CONFIG_NAME, check_same_vocab, load_pretrained_config,
-                                model_checkpoint, model_dir_and_checkpoint, restore_weights,
-                                weights_by_path, write_pretrained_config)
-from trainer.schedules import one_cycle
-from trainer.strategies import checkpoint_write_dir, is_chief
+from trainer.optim.optimizer import fastai_adam
+from trainer.optim.schedules import one_cycle
+from trainer.runtime.strategies import checkpoint_write_dir, is_chief
 
 
 def _gin_name(field):
@@ -146,14 +147,14 @@ def train_lm(model_dir, data_dir, build_input=None, batch_size=64, bptt=70, epoc
     later), as in fastai's distributed training, so the global batch grows with the slice.
     `max_steps` stops early (the schedule still spans all `epochs`). `mixed_precision`:
     None, 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU, with loss scaling);
-    variables, softmax and loss stay float32. `loss_spike_*`: see trainer/divergence.py (None:
+    variables, softmax and loss stay float32. `loss_spike_*`: see trainer/lm/divergence.py (None:
     train on through loss spikes, as fastai does). `data_wait_seconds`: how long workers other
     than the chief wait for it to build a missing `data_dir`.
 
     The parts: `strategy` (default: TensorFlow's default strategy); `model(vocab_size, pad_id)`
     the language model, sizes and dropouts included; `optimizer(learning_rate, beta_1, ...)`,
     which the `schedule(total_steps)` it returns drives; `build_settings(input, spm_model)` for
-    a data directory to build; `controller`, the class that runs the loop (trainer.lr_finder
+    a data directory to build; `controller`, the class that runs the loop (trainer.optim.lr_finder
     swaps in its own).
     """
     strategy = strategy or tf.distribute.get_strategy()

@@ -1,14 +1,14 @@
 """Which lines of TensorFlow's C++ log a command-line tool leaves out, and the filter process
 that leaves them out (`python -S tf_log_filter.py`, stdin: what the tool's C++ side writes to
-stderr; stdout: the real stderr). data_pipeline/lean_tensorflow.py starts it.
+stderr; stdout: the real stderr). common/lean_tensorflow.py starts it.
 
 TensorFlow's shared libraries log before anything can configure them, so TF_CPP_MIN_LOG_LEVEL
 does not silence them: on TF 2.21 every `import tensorflow` prints the oneDNN notice and "Could
 not find cuda drivers" twice, and the first device query on a machine without a GPU prints
 `E0000 ... failed call to cuInit`, an E line that reads as an error and is not one. Later, each
-kernel loaded from the XLA compilation cache (trainer/compilation_cache.py) prints three E lines,
-all harmless. Dropped: every C++ INFO record; WARNING records until TensorFlow has started (the
-tool writes STARTED then); and the error records listed in NOISE. Everything else passes: other
+kernel loaded from the XLA compilation cache (trainer/runtime/compilation_cache.py) prints three E
+lines, all harmless. Dropped: every C++ INFO record; WARNING records until TensorFlow has started
+(the tool writes STARTED then); and the error records listed in NOISE. Everything else passes: other
 errors and warnings, fatal checks, what a child process writes.
 This file imports nothing but the standard library: it runs with `-S`, beside TensorFlow.
 """

@@ -10,7 +10,7 @@ same here (only a non-finite loss stops the run).
 """
 import math
 
-from data_pipeline.errors import UserError
+from common.errors import UserError
 
 
 class DivergenceError(UserError):

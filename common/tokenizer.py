@@ -6,8 +6,8 @@ from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
-from data_pipeline.atomic_files import write_atomically
-from data_pipeline.errors import CorpusError, SettingError
+from common.atomic_files import write_atomically
+from common.errors import CorpusError, SettingError
 
 SPECIAL_IDS = {"unk": 0, "pad": 1, "bos": 2, "eos": 3}
 SPM_NAME = "spm.model"  # the SentencePiece model's name in data and model directories

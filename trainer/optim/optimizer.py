@@ -42,7 +42,7 @@ class FastaiAdam(keras.optimizers.Optimizer):
         self.lr_factors = dict(lr_factors or {})  # variable path -> factor, default 1
         # Variable path -> callable returning a scalar bool tensor: while False, a step leaves
         # that variable, its moments and its step count alone (a frozen layer group; see
-        # trainer/fine_tuning.py). Set at run time, never saved.
+        # trainer/fine_tuning/recipe.py). Set at run time, never saved.
         self.update_if = {}
         self._step_beta_1 = None  # this step's beta_1 while the step is traced
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipeline.errors import UserError
+from common.errors import UserError
 
 
 class SweepFinished(Exception):
@@ -91,7 +91,7 @@ class LRSweep:
         return KerasCallback(self)
 
     def controller(self, trainer, *, steps_per_epoch, **ignored):
-        """A trainer.controller.Controller stand-in for the LM trainer."""
+        """A trainer.lm.controller.Controller stand-in for the LM trainer."""
         return Controller(self, trainer, steps_per_epoch)
 
 

@@ -8,7 +8,7 @@ with a warning naming it, to the newest intact one (the CheckpointManager keeps 
 from absl import logging
 import tensorflow as tf
 
-from data_pipeline.errors import UserError
+from common.errors import UserError
 
 
 class CheckpointError(UserError):

@@ -8,10 +8,9 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from data_pipeline.tokenizer import SPECIAL_IDS, load_sentencepiece
+from common.tokenizer import SPECIAL_IDS, load_sentencepiece
 from trainer.models.language_model import AWDLSTMLanguageModel
-from trainer.pretrained import load_language_model
-
+from trainer.models.pretrained_lm import load_language_model
 PAD_ID = SPECIAL_IDS["pad"]
 
 
@@ -20,7 +19,7 @@ class SentencePieceIds(keras.layers.Layer):
 
     With `fixed_seq_len`, every row has that length; longer texts keep their first
     `fixed_seq_len` ids (so lose their EOS), as the seed's fixed-length encoder does and as
-    data_pipeline.tokenizer.model_ids cuts the downstream data.
+    common.tokenizer.model_ids cuts the downstream data.
     """
 
     def __init__(self, spm_model_file=None, fixed_seq_len=None, spm_model_proto=None, **kwargs):
@@ -76,7 +75,7 @@ def tf2_ulmfit_encoder(fixed_seq_len=None, spm_model_file=None, *, pretrained_we
             model_config["vocab_size"] = load_sentencepiece(spm_model_file).get_piece_size()
         lm = AWDLSTMLanguageModel(**model_config)
         # Built as load_language_model builds it, so its weights have the same paths and a
-        # model saved from one loads into the other (trainer/downstream/saved_run.py).
+        # model saved from one loads into the other (trainer/fine_tuning/saved_run.py).
         lm(tf.zeros([1, 1], tf.int32))
     ids = keras.Input(shape=(fixed_seq_len,), dtype="int32", name="ids")
     hidden, _ = lm.encoder(ids)

@@ -12,7 +12,7 @@ from trainer.models.config import downstream_config
 from trainer.models.pooling_classifier import PoolingLinearClassifier
 from trainer.models.reverse_tokens import ReverseTokens
 from trainer.models.sentence_encoder import ChunkedEncoder, LastTokens
-from trainer.ulmfit_encoder import tf2_ulmfit_encoder
+from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
 
 
 def ulmfit_classifier(*, num_classes, pretrained_weights=None, fixed_seq_len=None,

@@ -4,7 +4,8 @@ MODEL_DIR/lm_config.json holds the language model's architecture, its direction 
 reads every text reversed) and names the SentencePiece model its ids come from (a copy,
 `spm.model`, lives beside it, so the directory can be moved or copied to gs:// as a whole).
 The trainer writes both when a run starts; `trainer.convert_fastai` writes them for imported
-weights. Downstream models and the exporter load through here.
+weights. Downstream models and the exporter load through here
+(trainer/models/pretrained_lm.py builds the language model).
 """
 import dataclasses
 import json
@@ -12,11 +13,10 @@ import os
 
 import tensorflow as tf
 
-from data_pipeline.atomic_files import sha256_of, write_atomically
-from data_pipeline.errors import UserError
-from data_pipeline.tokenizer import SPM_NAME
-from trainer.checkpoints import check_intact, latest_intact_checkpoint
-from trainer.models.language_model import AWDLSTMLanguageModel
+from common.atomic_files import sha256_of, write_atomically
+from common.errors import UserError
+from common.tokenizer import SPM_NAME
+from trainer.checkpoints.intact import check_intact, latest_intact_checkpoint
 
 LM_CONFIG_NAME = "lm_config.json"
 # What fixes the weights' shapes; the rest of a model config (dropouts) is free to change.
@@ -128,27 +128,6 @@ def restore_weights(weights: dict, checkpoint):
                 f"this model needs {variable.shape.as_list()}; the checkpoint is of another "
                 "architecture than its lm_config.json says.")
     tf.train.Checkpoint(model=tf.train.Checkpoint(**weights)).restore(checkpoint).expect_partial()
-
-
-def load_language_model(path, spm_model_file=None, **overrides):
-    """(AWDLSTMLanguageModel with the pretrained weights, its PretrainedConfig).
-
-    `path`: a model directory or checkpoint prefix. `spm_model_file`, when given, must be the
-    pretraining SentencePiece model. `overrides` change non-shape settings, e.g. dropouts.
-    """
-    model_dir, checkpoint = model_dir_and_checkpoint(path)
-    config = load_pretrained_config(model_dir)
-    check_same_vocab(config, spm_model_file)
-    resized = {k: v for k, v in overrides.items() if k in SHAPE_KEYS and v != config.model[k]}
-    if resized:
-        raise PretrainedModelError(
-            f"{model_dir}: a model on these weights keeps their sizes "
-            f"({', '.join(f'{k}={config.model[k]}' for k in resized)}), not {resized}. Drop "
-            "those settings (e.g. AWDLSTMLanguageModel.emb_size) or train from scratch.")
-    model = AWDLSTMLanguageModel(**{**config.model, **overrides})
-    model(tf.zeros([1, 1], tf.int32))
-    restore_weights(weights_by_path(model), checkpoint)
-    return model, config
 
 
 def weights_by_path(model):

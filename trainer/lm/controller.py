@@ -17,8 +17,8 @@ from absl import logging
 import tensorflow as tf
 from tqdm import tqdm
 
-from trainer.checkpoints import latest_intact_checkpoint
-from trainer.divergence import LossSpikeGuard
+from trainer.checkpoints.intact import latest_intact_checkpoint
+from trainer.lm.divergence import LossSpikeGuard
 
 
 def _count(variable):
@@ -72,7 +72,7 @@ class Controller:
 
     def train(self, preemption=None):
         """Runs to the last epoch (or max_steps); returns the last train and eval metrics.
-        `preemption` (trainer/preemption.py) is asked after every host loop whether to save and
+        `preemption` (trainer/lm/preemption.py) is asked after every host loop whether to save and
         stop (it raises Preempted)."""
         epoch, batch = self.position.epoch, self.position.batch_in_epoch
         metrics = {}

@@ -6,7 +6,7 @@ import keras
 from trainer.models.activation_regularization import ActivationRegularization
 from trainer.models.config import downstream_config
 from trainer.models.pooling_classifier import TORCH_LINEAR_INIT
-from trainer.ulmfit_encoder import tf2_ulmfit_encoder
+from trainer.models.ulmfit_encoder import tf2_ulmfit_encoder
 
 
 def tagger_head(encoder_num, num_classes, outmask_num=None, ar_alpha=0.0, tar_beta=0.0):

@@ -1,0 +1,2 @@
+"""Where and how TensorFlow runs: the tf.distribute strategies, the CPU allocator, and the XLA
+compilation cache."""
