@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from trainer.lm.controller import Controller, LoopPosition
 from trainer.lm.divergence import LossSpikeGuard
+from trainer.loop.run_checkpoints import RunCheckpoints
 
 
 class CountingTrainer:
@@ -34,12 +35,11 @@ def controller(trainer, directory, **kwargs):
     position = LoopPosition()
     checkpoint = tf.train.Checkpoint(steps=trainer.steps, epoch=position.epoch,
                                      batch_in_epoch=position.batch_in_epoch)
-    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None,
-                                         step_counter=trainer.steps)
+    checkpoints = RunCheckpoints(checkpoint, directory, keep=None, step_counter=trainer.steps)
     settings = dict(epochs=2, steps_per_epoch=7, tokens_per_step=100, steps_per_loop=3,
                     checkpoint_every_steps=4, log_every_steps=1)
     return Controller(trainer, position=position, step_counter=trainer.steps,
-                      checkpoint_manager=manager, summary_dir=directory,
+                      checkpoints=checkpoints, summary_dir=directory,
                       **{**settings, **kwargs})
 
 
@@ -88,12 +88,11 @@ def test_a_resumed_run_goes_on_from_the_batch_it_saved(tmp_path):
     controller(first, str(tmp_path), max_steps=5).train()
     trainer = CountingTrainer()
     resumed = controller(trainer, str(tmp_path))
-    assert resumed.restore(str(tmp_path)) and int(trainer.steps.numpy()) == 5
+    assert resumed.restore() and int(trainer.steps.numpy()) == 5
     resumed.train()
     assert trainer.calls[:3] == [("start_epoch", 0, 5), ("train", 2), ("evaluate",)]
     assert trainer.calls[3] == ("start_epoch", 1, 0) and int(trainer.steps.numpy()) == 14
-    assert not controller(CountingTrainer(), str(tmp_path / "empty")).restore(
-        str(tmp_path / "empty"))
+    assert not controller(CountingTrainer(), str(tmp_path / "empty")).restore()
 
 
 def test_states_in_a_loss_spike_are_not_checkpointed(tmp_path):

@@ -19,10 +19,12 @@ from data_pipeline.demo_tasks import classification_examples, tag_words
 from trainer import configurables
 from trainer.checkpoints.pretrained import PretrainedModelError
 from trainer.fine_tuning.classification import train_classifier
-from trainer.fine_tuning.recipe import (GradualUnfreezing, TokensPerSecond,
-                                        discriminative_lr_factors, fit_recipe, layer_groups)
+from trainer.fine_tuning.recipe import (GradualUnfreezing, discriminative_lr_factors,
+                                        fit_recipe, layer_groups)
 from trainer.fine_tuning.span_f1 import span_f1
 from trainer.fine_tuning.tagging import train_tagger
+from trainer.loop.keras_callbacks import KerasProgress
+from trainer.loop.progress import Progress
 from trainer.models.config import AWD_LSTM_CLAS_CONFIG, DROPOUTS
 from trainer.models.pooling_classifier import masked_concat_pool
 from trainer.models.ulmfit_classifier import ulmfit_classifier
@@ -137,7 +139,7 @@ def test_gradual_unfreezing_trains_the_last_groups_first():
     recorder = _ChangedGroups(groups)
     history = model.fit(x, y, batch_size=4, epochs=4, verbose=0,
                         callbacks=[GradualUnfreezing(groups, [1, 2, 3, 4]), recorder,
-                                   TokensPerSecond(40)])
+                                   KerasProgress(Progress(None, 4), 2, tokens_per_epoch=40)])
     assert recorder.changed == [[3], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
     assert len(history.history["tokens_per_s"]) == 4 and min(history.history["tokens_per_s"]) > 0
 

@@ -9,25 +9,31 @@ Gradual unfreezing trains only the last group in the first epoch and unfreezes o
 each epoch (the paper), or follows the course recipe's stages.
 """
 import os
-import time
 
-from absl import logging
 import keras
 import tensorflow as tf
 
-from trainer.checkpoints.intact import latest_intact_checkpoint
 from trainer.checkpoints.pretrained import model_checkpoint
+from trainer.loop.keras_callbacks import EpochCheckpoints, KerasProgress
+from trainer.loop.progress import Progress
+from trainer.loop.run_checkpoints import RunCheckpoints
+from trainer.models.awd_lstm import AWDLSTMEncoder
 from trainer.optim.optimizer import fastai_adam
 from trainer.optim.schedules import staged, stlr
-from trainer.runtime.strategies import checkpoint_write_dir, is_chief
+from trainer.runtime.strategies import is_chief
 
 
-def layer_groups(model, encoder_name="encoder"):
-    """[[embedding], [lstm_0], ..., [lstm_n], [head layers]] of a model built on the encoder
-    (an AWDLSTMEncoder, or a ChunkedEncoder around one)."""
-    layer = model.get_layer(encoder_name)
-    encoder = getattr(layer, "encoder", layer)
-    head = [other for other in model.layers if other is not layer and other.weights]
+def layer_groups(model):
+    """[[embedding], [lstm_0], ..., [lstm_n], [head layers]] of a model built on one
+    AWDLSTMEncoder: the model's layer that is it or wraps it (a ChunkedEncoder's `encoder`) is
+    the encoder's; every other layer with weights is the head's."""
+    def encoder_of(layer):
+        inner = getattr(layer, "encoder", None)
+        return layer if isinstance(layer, AWDLSTMEncoder) else (
+            inner if isinstance(inner, AWDLSTMEncoder) else None)
+    [outer] = [layer for layer in model.layers if encoder_of(layer)]
+    encoder = encoder_of(outer)
+    head = [layer for layer in model.layers if layer is not outer and layer.weights]
     return [[encoder.embedding], *[[rnn] for rnn in encoder.rnns], head]
 
 
@@ -127,72 +133,19 @@ def fit_recipe(model, loss, train, valid, epochs, steps_per_epoch, schedule=stlr
     adam.build(model.trainable_variables)  # every variable, frozen ones included
     model.compile(adam, loss, metrics=list(metrics), jit_compile=False)
     unfreezing = GradualUnfreezing(groups, plan, clear_state_on_unfreeze)
-    callbacks = [unfreezing, *callbacks]
-    if tokens_per_epoch:
-        callbacks.append(TokensPerSecond(tokens_per_epoch))
+    progress = Progress(model_dir, epochs, chief=is_chief())
+    callbacks = [unfreezing, *callbacks,
+                 KerasProgress(progress, steps_per_epoch, tokens_per_epoch)]
     initial_epoch = 0
     if model_dir:
-        checkpoints = EpochCheckpoints(model, adam, os.path.join(model_dir, "resume"))
-        initial_epoch = checkpoints.restore(steps_per_epoch)
+        checkpoints = EpochCheckpoints(
+            RunCheckpoints(model_checkpoint(model, optimizer=adam),
+                           os.path.join(model_dir, "resume"), keep=1), steps_per_epoch)
+        initial_epoch = checkpoints.restore(adam.iterations)
         callbacks.append(checkpoints)
-        if is_chief():  # one writer of the run's TensorBoard events
-            callbacks.append(keras.callbacks.TensorBoard(model_dir, update_freq=10))
     try:
         return model.fit(train, validation_data=valid, epochs=epochs, callbacks=callbacks,
-                         initial_epoch=initial_epoch, shuffle=False,
-                         verbose=2)  # `train` reshuffles itself
+                         initial_epoch=initial_epoch, shuffle=False,  # `train` reshuffles itself
+                         verbose=0)  # KerasProgress shows it
     finally:
         unfreezing.remove_gates()
-
-
-class EpochCheckpoints(keras.callbacks.Callback):
-    """Saves the model and optimizer state after every epoch (the last one is kept).
-
-    Not keras.callbacks.BackupAndRestore: in Keras 3 it writes one .weights.h5 that has no
-    checksums (a damaged file can load silently) and that every worker of a multi-worker
-    strategy writes at once. These are the LM trainer's TF checkpoints: every tensor is read back
-    (crc32c) before a restore, a damaged newest one gives way to an intact one, and non-chief
-    workers write scratch copies.
-    """
-
-    def __init__(self, model, optimizer, directory):
-        super().__init__()
-        self.directory = directory
-        self.checkpoint = model_checkpoint(model, optimizer=optimizer)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, checkpoint_write_dir(tf.distribute.get_strategy(), directory), 1)
-
-    def restore(self, steps_per_epoch):
-        """Restores the last epoch's checkpoint, if any; returns the epoch to go on from."""
-        latest = latest_intact_checkpoint(self.directory)
-        if not latest:
-            return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        # Checkpoints are written at epoch ends only, so the step count is whole epochs.
-        epoch = int(self.checkpoint.optimizer.iterations.numpy()) // steps_per_epoch
-        logging.info("Resumed from %s: %d epochs done.", latest, epoch)
-        return epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=epoch + 1)
-
-    def on_train_end(self, logs=None):
-        if self.manager.directory != self.directory:  # a non-chief worker's scratch copy
-            tf.io.gfile.rmtree(self.manager.directory)
-
-
-class TokensPerSecond(keras.callbacks.Callback):
-    """Adds `tokens_per_s` (training tokens, padding excluded) to each epoch's log line."""
-
-    def __init__(self, tokens_per_epoch):
-        super().__init__()
-        self.tokens_per_epoch = tokens_per_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.end = time.perf_counter()  # validation runs after the last batch; not counted
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["tokens_per_s"] = self.tokens_per_epoch / (self.end - self.start)

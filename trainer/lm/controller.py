@@ -1,7 +1,8 @@
 """The training loop's schedule, in the spirit of orbit's Controller: run a trainer's steps in
 loops of `steps_per_loop`, evaluate at every epoch's end, checkpoint every
 `checkpoint_every_steps` (good states only, see divergence.py), write TensorBoard summaries every
-`log_every_steps` and show a progress bar with tokens/s. It knows no model and no data.
+`log_every_steps` and show a progress bar with tokens/s (trainer/loop/: the parts it shares with
+fine-tuning, and why there are two loops). It knows no model and no data.
 
 A trainer is any object with:
   start_epoch(epoch, batch)  get ready to run the epoch from `batch` on (0: from its start)
@@ -10,15 +11,11 @@ A trainer is any object with:
 The position (epoch, batch in epoch) lives in `position`, which the caller puts in the
 checkpoint, so a resumed run goes on from the very batch where the checkpoint was written.
 """
-import os
-import time
-
 from absl import logging
 import tensorflow as tf
-from tqdm import tqdm
 
-from trainer.checkpoints.intact import latest_intact_checkpoint
 from trainer.lm.divergence import LossSpikeGuard
+from trainer.loop.progress import Progress
 
 
 def _count(variable):
@@ -38,33 +35,31 @@ class LoopPosition:
 
 class Controller:
 
-    def __init__(self, trainer, *, position, step_counter, checkpoint_manager, summary_dir,
+    def __init__(self, trainer, *, position, step_counter, checkpoints, summary_dir,
                  epochs, steps_per_epoch, tokens_per_step, max_steps=None, steps_per_loop=10,
                  checkpoint_every_steps=500, log_every_steps=50, guard=None, chief=True):
-        """`step_counter`: the optimizer's iterations; `summary_dir`: TensorBoard's train/ and
-        eval/ go there (on the chief only); `max_steps` stops early."""
+        """`step_counter`: the optimizer's iterations; `checkpoints`: the run's RunCheckpoints;
+        `summary_dir`: TensorBoard's train/ and eval/ go there (on the chief only);
+        `max_steps` stops early."""
         self.trainer, self.position, self.step_counter = trainer, position, step_counter
-        self.manager = checkpoint_manager
+        self.checkpoints = checkpoints
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.tokens_per_step, self.steps_per_loop = tokens_per_step, steps_per_loop
         self.stop_at = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         self.checkpoint_every_steps, self.log_every_steps = checkpoint_every_steps, log_every_steps
         self.guard = guard or LossSpikeGuard()
         self.chief = chief
-        writer = (lambda name: tf.summary.create_file_writer(os.path.join(summary_dir, name))
-                  ) if chief else (lambda name: tf.summary.create_noop_writer())
-        self.train_writer, self.eval_writer = writer("train"), writer("eval")
+        self.progress = Progress(summary_dir, epochs, chief)
 
     @property
     def step(self):
         return _count(self.step_counter)
 
-    def restore(self, directory):
-        """Restores the newest intact checkpoint of `directory`; False if there is none."""
-        latest = latest_intact_checkpoint(directory)
+    def restore(self):
+        """Restores the newest intact checkpoint; False if there is none."""
+        latest = self.checkpoints.restore()
         if not latest:
             return False
-        self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
         self.guard.saved(latest, self.step)
         logging.info("Resumed from %s: epoch %d, batch %d.", latest,
                      _count(self.position.epoch), _count(self.position.batch_in_epoch))
@@ -78,15 +73,13 @@ class Controller:
         metrics = {}
         while _count(epoch) < self.epochs and self.step < self.stop_at:
             self.trainer.start_epoch(_count(epoch), _count(batch))
-            with tqdm(total=self.steps_per_epoch, initial=_count(batch), unit="step",
-                      desc=f"epoch {_count(epoch) + 1}/{self.epochs}",
-                      disable=not self.chief) as bar:
+            with self.progress.epoch(_count(epoch), self.steps_per_epoch, _count(batch)):
                 while _count(batch) < self.steps_per_epoch and self.step < self.stop_at:
                     steps = min(self.steps_per_loop, self.steps_per_epoch - _count(batch),
                                 self.stop_at - self.step)
-                    metrics = self._train_loop(steps, bar)
+                    metrics = self._train_loop(steps)
                     if preemption:
-                        preemption.save_if_preempted(self.manager, self.step)
+                        preemption.save_if_preempted(self.checkpoints.manager, self.step)
             if _count(batch) == self.steps_per_epoch:
                 epoch.assign_add(1)
                 batch.assign(0)
@@ -96,38 +89,28 @@ class Controller:
             logging.warning("The run ended in a loss spike; not saving it over %s.",
                             self.guard.last_good and self.guard.last_good[0])
         else:
-            self.manager.save(checkpoint_number=self.step)
+            self.checkpoints.save(self.step)
         if "valid_loss" not in metrics:  # stopped inside an epoch (max_steps), or resumed done
             metrics.update(self.evaluate())
         return metrics
 
-    def _train_loop(self, steps, bar):
-        start = time.perf_counter()
+    def _train_loop(self, steps):
+        self.progress.start()
         logs = {k: float(v) for k, v in self.trainer.train(steps).items()}
-        logs["tokens_per_second"] = steps * self.tokens_per_step / (time.perf_counter() - start)
+        logs["tokens_per_second"] = self.progress.steps_done(steps, logs["loss"],
+                                                             steps * self.tokens_per_step)
         step = self.step
         good = self.guard.is_good(step, logs["loss"])
         self.position.batch_in_epoch.assign_add(steps)
-        bar.update(steps)
-        bar.set_postfix(loss=f"{logs['loss']:.3f}",
-                        tokens_per_s=f"{logs['tokens_per_second']:,.0f}")
         if step % self.log_every_steps < steps or step == self.stop_at:
-            self._summaries(self.train_writer, step, logs)
+            self.progress.write("train", step, logs)
         if step % self.checkpoint_every_steps < steps and good:
-            self.guard.saved(self.manager.save(checkpoint_number=step), step, logs["loss"])
+            self.guard.saved(self.checkpoints.save(step), step, logs["loss"])
         return {"step": step, "train_loss": logs["loss"],
                 "tokens_per_second": logs["tokens_per_second"]}
 
     def evaluate(self):
         """The trainer's evaluation, written to eval/ and returned as valid_* metrics."""
         logs = {k: float(v) for k, v in self.trainer.evaluate().items()}
-        self._summaries(self.eval_writer, self.step, logs)
+        self.progress.write("eval", self.step, logs)
         return {f"valid_{k}": v for k, v in logs.items()}
-
-    @staticmethod
-    def _summaries(writer, step, logs):
-        # The controller decides when to write; a recording condition left behind by others
-        # (Keras' TensorBoard callback sets one per process) must not silence it.
-        with writer.as_default(step=step), tf.summary.record_if(True):
-            for name, value in logs.items():
-                tf.summary.scalar(name, value)

@@ -25,10 +25,11 @@ from trainer.lm.controller import Controller, LoopPosition
 from trainer.lm.divergence import LossSpikeGuard
 from trainer.lm.preemption import preemption_watcher
 from trainer.lm.task import LanguageModelTask
+from trainer.loop.run_checkpoints import RunCheckpoints
 from trainer.models.language_model import AWDLSTMLanguageModel
 from trainer.optim.optimizer import fastai_adam
 from trainer.optim.schedules import one_cycle
-from trainer.runtime.strategies import checkpoint_write_dir, is_chief
+from trainer.runtime.strategies import is_chief
 
 
 def _gin_name(field):
@@ -213,9 +214,8 @@ def train_lm(model_dir, data_dir, build_input=None, batch_size=64, bptt=70, epoc
     checkpoint = model_checkpoint(model, optimizer=adam, epoch=position.epoch,
                                   batch_in_epoch=position.batch_in_epoch,
                                   carried_states=[list(s) for s in task.states])
-    write_dir = checkpoint_write_dir(strategy, model_dir)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, keep_checkpoints,
-                                         step_counter=adam.iterations)
+    checkpoints = RunCheckpoints(checkpoint, model_dir, keep_checkpoints, adam.iterations,
+                                 strategy)
     if chief:  # what downstream models and the exporter need to rebuild the model
         write_pretrained_config(model_dir, model.get_config(), manifest.spm_model_path,
                                 manifest.special_ids, backwards)
@@ -223,21 +223,19 @@ def train_lm(model_dir, data_dir, build_input=None, batch_size=64, bptt=70, epoc
         LanguageModelTrainer(task, manifest, train_data, valid_data, valid_steps,
                              steps_per_loop),
         position=position, step_counter=adam.iterations,
-        checkpoint_manager=manager,
-        summary_dir=model_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        checkpoints=checkpoints, summary_dir=model_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
         tokens_per_step=batch_size * bptt, max_steps=max_steps, steps_per_loop=steps_per_loop,
         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
         guard=LossSpikeGuard(loss_spike_factor, loss_spike_patience), chief=chief)
-    if not controller.restore(model_dir) and init_from:
+    if not controller.restore() and init_from:
         restore_weights(weights_by_path(model), pretrained_checkpoint)
         logging.info("Starting from the weights of %s.", init_from)
     # After the restore: TensorFlow's multi-worker handler adds a counter to the checkpoint.
-    preemption = preemption_watcher(strategy, manager)
+    preemption = preemption_watcher(strategy, checkpoints.manager)
     try:
         metrics = controller.train(preemption)
     finally:
         preemption.close()
-    if not chief:
-        tf.io.gfile.rmtree(write_dir)
+    checkpoints.close()
     metrics["valid_unigram_perplexity"] = unigram_perplexity(manifest)
     return metrics

@@ -143,8 +143,7 @@ class Controller:
     def __init__(self, sweep, trainer, steps_per_epoch):
         self.sweep, self.trainer, self.steps_per_epoch = sweep, trainer, steps_per_epoch
 
-    def restore(self, directory):
-        del directory
+    def restore(self):
         return False
 
     def train(self, preemption=None):
