@@ -73,11 +73,16 @@ def _references(value, macros, seen=()):
             yield from _references(item, macros, seen)
 
 
+def _macros(final):
+    """{name: value} of the `NAME = value` statements."""
+    return {s.selector: s.value for s in final.values() if not s.param}
+
+
 def reached(statements, entry, defaults):
     """(the configurables `entry` reaches, the final bindings); `defaults`: {param: name} of the
     entry's Python defaults that are configurables, used where the param is not bound."""
     final = {(s.scope, s.selector, s.param): s for s in statements}
-    macros = {s.selector: s.value for s in final.values() if not s.param}
+    macros = _macros(final)
     names, todo = {entry}, [entry]
     while todo:
         name = todo.pop()
@@ -95,14 +100,14 @@ def reached(statements, entry, defaults):
 def referred(final, selector, param):
     """The configurable that the final (unscoped) binding `selector.param` refers to, or None."""
     binding = final.get(("", selector, param))
-    macros = {s.selector: s.value for s in final.values() if not s.param}
+    macros = _macros(final)
     return next(_references(binding.value, macros), None) if binding else None
 
 
 def unreached(statements, entry, defaults):
     """One message per binding the job never uses (see the module docstring)."""
     names, final = reached(statements, entry, defaults)
-    macros = {s.selector: s.value for s in final.values() if not s.param}
+    macros = _macros(final)
     swapped = {}  # name -> the binding that replaced the reference to it
     for statement in statements:
         key = (statement.scope, statement.selector, statement.param)
