@@ -101,23 +101,18 @@ def corpus_file(tmp_path):
     return write_corpus(tmp_path / "corpus.txt", paragraphs=600)
 
 
-def tiny_lm_parts(vocab_size=90, **model_sizes):
-    """train_lm's model and build_settings for a tiny AWD-LSTM on a tiny vocabulary."""
-    from data_pipeline.build_settings import BuildSettings
-    from trainer.models.language_model import AWDLSTMLanguageModel
-    sizes = {"emb_size": 12, "hidden_size": 20, "num_layers": 2, **model_sizes}
-    return {"model": functools.partial(AWDLSTMLanguageModel, **sizes),
-            "build_settings": functools.partial(BuildSettings, vocab_size=vocab_size,
-                                                valid_fraction=0.2)}
-
-
 def train_tiny_lm(data_dir, model_dir, corpus, vocab_size=90, steps=3, **settings):
-    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM for `steps` steps;
-    `settings`: more of train_lm's arguments."""
+    """Builds `corpus` into `data_dir` and trains a tiny AWD-LSTM LM (12/20x2) for `steps`
+    steps; `settings`: more of train_lm's arguments."""
+    from data_pipeline.build_settings import BuildSettings
     from trainer.lm.training import train_lm
+    from trainer.models.language_model import AWDLSTMLanguageModel
     return train_lm(model_dir, data_dir, build_input=corpus, batch_size=4, bptt=10,
                     max_steps=steps, eval_batch_size=4, steps_per_loop=1,
-                    **{**tiny_lm_parts(vocab_size), **settings})
+                    model=functools.partial(AWDLSTMLanguageModel, emb_size=12, hidden_size=20,
+                                            num_layers=2),
+                    build_settings=functools.partial(BuildSettings, vocab_size=vocab_size,
+                                                     valid_fraction=0.2), **settings)
 
 
 @pytest.fixture(scope="session")

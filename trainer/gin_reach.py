@@ -104,9 +104,9 @@ def referred(final, selector, param):
     return next(_references(binding.value, macros), None) if binding else None
 
 
-def unreached(statements, entry, defaults):
-    """One message per binding the job never uses (see the module docstring)."""
-    names, final = reached(statements, entry, defaults)
+def unreached(statements, names, final):
+    """One message per binding the job never uses (see the module docstring); `names`, `final`:
+    what `reached` returned for these statements."""
     macros = _macros(final)
     swapped = {}  # name -> the binding that replaced the reference to it
     for statement in statements:

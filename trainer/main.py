@@ -64,8 +64,8 @@ def check_reach(files, bindings):
     or a required setting of the trainer left unset."""
     statements = gin_reach.read_bindings(files, bindings, [_PROJECT_ROOT])
     defaults = _job_defaults()
-    problems = gin_reach.unreached(statements, "job", defaults)
-    _, final = gin_reach.reached(statements, "job", defaults)
+    names, final = gin_reach.reached(statements, "job", defaults)
+    problems = gin_reach.unreached(statements, names, final)
     trainer = gin_reach.referred(final, "job", "trainer") or defaults["trainer"]
     if problems:
         raise UserError(f"gin: {problems[0]}. The job is {trainer}: remove the binding, or fix "

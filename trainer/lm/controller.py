@@ -48,7 +48,6 @@ class Controller:
         self.stop_at = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
         self.checkpoint_every_steps, self.log_every_steps = checkpoint_every_steps, log_every_steps
         self.guard = guard or LossSpikeGuard()
-        self.chief = chief
         self.progress = Progress(summary_dir, epochs, chief)
 
     @property

@@ -21,10 +21,11 @@ class EpochCheckpoints(keras.callbacks.Callback):
         """Restores the last epoch's checkpoint, if any; the epoch to go on from. Checkpoints
         are written at epoch ends only, so `iterations` (the optimizer's step count, restored
         with it) is whole epochs."""
-        if not self.checkpoints.restore():
+        latest = self.checkpoints.restore()
+        if not latest:
             return 0
         epoch = int(iterations.numpy()) // self.steps_per_epoch
-        logging.info("%d epochs done.", epoch)
+        logging.info("Resumed from %s: %d epochs done.", latest, epoch)
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -54,17 +55,19 @@ class KerasProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.progress.steps_done(1, logs["loss"])
-        if self._step() % self.log_every_steps == 0:
-            self.progress.write("train", self._step(), {"loss": logs["loss"]})
+        step = self._step()
+        if step % self.log_every_steps == 0:
+            self.progress.write("train", step, {"loss": logs["loss"]})
 
     def on_epoch_end(self, epoch, logs=None):
         self._bar.close()
         if self.tokens_per_epoch:
             logs["tokens_per_s"] = self.progress.tokens_per_second(self.tokens_per_epoch)
-        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
-        self.progress.write("train", self._step(), train)
-        self.progress.write("eval", self._step(), {k[len("val_"):]: v for k, v in logs.items()
-                                                   if k.startswith("val_")})
+        step = self._step()
+        self.progress.write("train", step, {k: v for k, v in logs.items()
+                                            if not k.startswith("val_")})
+        self.progress.write("eval", step, {k[len("val_"):]: v for k, v in logs.items()
+                                           if k.startswith("val_")})
         logging.info("epoch %d: %s", epoch + 1, {k: round(float(v), 4) for k, v in logs.items()})
 
     def on_train_end(self, logs=None):

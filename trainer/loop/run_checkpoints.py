@@ -1,5 +1,4 @@
 """The checkpoints of one run directory, kept the same way by every trainer."""
-from absl import logging
 import tensorflow as tf
 
 from trainer.checkpoints.intact import latest_intact_checkpoint
@@ -23,7 +22,6 @@ class RunCheckpoints:
         latest = latest_intact_checkpoint(self.directory)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info("Restored %s.", latest)
         return latest
 
     def save(self, number):
